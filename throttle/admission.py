@@ -1,0 +1,192 @@
+"""Waiting for room in the buckets: FIFO within a priority, one pump per key, no polling.
+
+Each key has a heap of waiters and, while it is not empty, one pump task. The pump asks the
+backend for the head waiter and sleeps exactly as long as the backend says, or until something
+changes (an answer corrected the buckets, a more urgent waiter arrived). A waiter costs one
+small object and one future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from throttle.backend import LimitBackend
+from throttle.clock import Clock
+from throttle.errors import ThrottleError
+from throttle.headers import RateLimitSnapshot
+from throttle.keys import BucketKey
+from throttle.limits import Cost, Ticket
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(order=True, slots=True)
+class _Waiter:
+    priority: int
+    seq: int
+    cost: Cost = field(compare=False)
+    future: asyncio.Future[Ticket] = field(compare=False)
+
+
+class _KeyQueue:
+    def __init__(self) -> None:
+        self.heap: list[_Waiter] = []
+        self.wakeup = asyncio.Event()
+        self.pump: asyncio.Task[None] | None = None
+
+
+class Admission:
+    """Admits attempts to their keys' buckets in order, at most ``max_in_flight`` at a time.
+
+    Args:
+        backend: where the buckets live.
+        clock: time source.
+        max_in_flight: attempts admitted and not yet answered, over all keys.
+    """
+
+    def __init__(self, backend: LimitBackend, clock: Clock, max_in_flight: int) -> None:
+        self._backend = backend
+        self._clock = clock
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._queues: dict[BucketKey, _KeyQueue] = {}
+
+    def __repr__(self) -> str:
+        waiting = {str(k): len(q.heap) for k, q in self._queues.items() if q.heap}
+        return f"Admission(waiting={waiting})"
+
+    def waiting(self) -> int:
+        """Return how many attempts are queued over all keys."""
+        return sum(len(q.heap) for q in self._queues.values())
+
+    async def admit(self, key: BucketKey, cost: Cost, priority: int, seq: int) -> Ticket:
+        """Wait until ``key``'s buckets have room for ``cost``, then return the ticket.
+
+        Args:
+            key: the buckets to draw from.
+            cost: what the attempt draws.
+            priority: smaller goes first; equal priorities go in ``seq`` order.
+            seq: the request's submission order (kept across retries, so a retry goes first).
+
+        Raises:
+            RequestTooLargeError: the cost exceeds a whole bucket.
+            QuotaExhaustedError: the key's credential ran out of quota while waiting.
+        """
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _KeyQueue()
+        waiter = _Waiter(priority, seq, cost, asyncio.get_running_loop().create_future())
+        heapq.heappush(queue.heap, waiter)
+        queue.wakeup.set()
+        if queue.pump is None:
+            queue.pump = asyncio.create_task(self._pump(key, queue), name=f"throttle-pump-{key}")
+        try:
+            return await asyncio.shield(waiter.future)
+        except asyncio.CancelledError:
+            if waiter.future.done() and not waiter.future.cancelled():
+                # Admitted just as the caller gave up: hand the charge back unanswered.
+                if waiter.future.exception() is None:
+                    await self.release(key, waiter.future.result(), None, answered=False,
+                                       succeeded=False)
+            else:
+                waiter.future.cancel()
+            raise
+
+    async def release(self, key: BucketKey, ticket: Ticket, snapshot: RateLimitSnapshot | None,
+                      *, answered: bool, succeeded: bool) -> bool:
+        """Hand back a ticket (see :meth:`LimitBackend.complete`) and wake the key's queue."""
+        self._slots.release()
+        try:
+            return await self._backend.complete(key, ticket, snapshot, self._clock.now(),
+                                                answered=answered, succeeded=succeeded)
+        finally:
+            self.wake(key)
+
+    async def cool_down(self, key: BucketKey, until: float) -> None:
+        """Admit nothing on ``key`` before ``until``."""
+        await self._backend.cool_down(key, until)
+
+    def wake(self, key: BucketKey) -> None:
+        """Make ``key``'s pump look at its head waiter again."""
+        queue = self._queues.get(key)
+        if queue is not None:
+            queue.wakeup.set()
+
+    def fail_waiting(self, matches: Callable[[BucketKey], bool],
+                     error_for: Callable[[], ThrottleError]) -> int:
+        """Fail every queued attempt on keys that ``matches``; return how many."""
+        failed = 0
+        for key, queue in self._queues.items():
+            if not matches(key):
+                continue
+            for waiter in queue.heap:
+                if not waiter.future.done():
+                    waiter.future.set_exception(error_for())
+                    failed += 1
+            queue.heap.clear()
+            queue.wakeup.set()
+        return failed
+
+    async def close(self) -> None:
+        """Stop every pump; queued attempts are cancelled."""
+        pumps = [q.pump for q in self._queues.values() if q.pump is not None]
+        for queue in self._queues.values():
+            for waiter in queue.heap:
+                waiter.future.cancel()
+        for pump in pumps:
+            pump.cancel()
+        for pump in pumps:
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+    async def _pump(self, key: BucketKey, queue: _KeyQueue) -> None:
+        try:
+            while queue.heap:
+                head = queue.heap[0]
+                if head.future.done():
+                    heapq.heappop(queue.heap)
+                    continue
+                queue.wakeup.clear()
+                wait = await self._admit_head(key, queue, head)
+                if wait > 0:
+                    await self._clock.wait(queue.wakeup, wait)
+        finally:
+            queue.pump = None
+
+    async def _admit_head(self, key: BucketKey, queue: _KeyQueue, head: _Waiter) -> float:
+        """Try to admit ``head``; return 0 when it was settled, else seconds to wait."""
+        await self._slots.acquire()
+        try:
+            result = await self._backend.try_admit(key, head.cost, self._clock.now())
+        except Exception as error:
+            self._slots.release()
+            if not isinstance(error, ThrottleError):
+                logger.exception("bucket backend failed admitting on %s", key)
+            _remove(queue.heap, head)
+            if not head.future.done():
+                head.future.set_exception(error)
+            return 0.0
+        if not isinstance(result, Ticket):
+            self._slots.release()
+            return max(result, math.ulp(1.0))
+        _remove(queue.heap, head)
+        if head.future.done():
+            # The caller left while the backend was deciding: hand the charge straight back.
+            await self.release(key, result, None, answered=False, succeeded=False)
+        else:
+            head.future.set_result(result)
+        return 0.0
+
+
+def _remove(heap: list[_Waiter], waiter: _Waiter) -> None:
+    """Remove ``waiter``: the head in all but the rare case a more urgent one arrived."""
+    if heap and heap[0] is waiter:
+        heapq.heappop(heap)
+    elif waiter in heap:
+        heap.remove(waiter)
+        heapq.heapify(heap)

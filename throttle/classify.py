@@ -1,0 +1,177 @@
+"""Classifying a server's answer: what happened, and whether retrying can help.
+
+OpenAI-protocol specific but transport-agnostic: adapters for aiohttp, httpx and the SDK all
+hand the status, headers and decoded body here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from throttle.durations import parse_duration
+from throttle.errors import (
+    APIStatusError,
+    ErrorDetails,
+    QuotaExhaustedError,
+    RateLimitError,
+    RequestTooLargeError,
+    ServerError,
+    ThrottleError,
+)
+from throttle.headers import parse_retry_after, parse_should_retry
+
+BILLING_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "billing_hard_limit_reached",
+        "credit_balance_exhausted",
+        "organization_usage_limit_exceeded",
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+    }
+)
+RETRYABLE_STATUSES = frozenset({408, 409, 529})
+_TRY_AGAIN = re.compile(r"try again in\s+((?:\d+(?:\.\d+)?\s*(?:ms|h|m|s)\s*)+)", re.IGNORECASE)
+_RETRY_AFTER_SECONDS = re.compile(r"retry after\s+(\d+(?:\.\d+)?)\s+seconds?", re.IGNORECASE)
+_LIMIT_KIND = re.compile(r"on (tokens|requests) per (min|day)", re.IGNORECASE)
+_TOO_LARGE = re.compile(r"Limit\s+([\d,]+)\s*,\s*Requested\s+([\d,]+)", re.IGNORECASE)
+
+
+class Verdict(StrEnum):
+    """What kind of answer a request got."""
+
+    SUCCESS = "success"
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    TOO_LARGE = "too_large"
+    CLIENT_ERROR = "client_error"
+    SERVER_ERROR = "server_error"
+    TRANSPORT_ERROR = "transport_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """The verdict on one answer.
+
+    Attributes:
+        verdict: what happened.
+        error: the error to raise, ``None`` on success; ``error.retryable`` says whether
+            another attempt can help.
+    """
+
+    verdict: Verdict
+    error: ThrottleError | None = None
+
+
+SUCCESS = Classification(Verdict.SUCCESS)
+
+
+def _error_fields(body: object) -> tuple[str | None, str | None, str]:
+    """Return (code, type, message) from an OpenAI, Azure or Anthropic-style error body."""
+    error = body.get("error") if isinstance(body, Mapping) else None
+    if isinstance(error, Mapping):
+        code, kind, message = error.get("code"), error.get("type"), error.get("message")
+        return (
+            None if code is None else str(code),
+            None if kind is None else str(kind),
+            message if isinstance(message, str) else "",
+        )
+    if isinstance(body, str):
+        return None, None, body.strip()[:500]
+    return None, None, ""
+
+
+def retry_delay_from_message(message: str) -> float | None:
+    """Read "Please try again in 1.146s" or Azure's "retry after 60 seconds" from a message.
+
+    Args:
+        message: the server's error message.
+
+    Returns:
+        Seconds to wait, or ``None`` when the message names no delay.
+    """
+    match = _TRY_AGAIN.search(message)
+    if match:
+        try:
+            return parse_duration(match.group(1).strip())
+        except ValueError:
+            return None
+    match = _RETRY_AFTER_SECONDS.search(message)
+    return float(match.group(1)) if match else None
+
+
+def _limit_type(kind: str | None, message: str) -> str | None:
+    match = _LIMIT_KIND.search(message)
+    if match:
+        unit, period = match.group(1).lower(), match.group(2).lower()
+        return unit if period == "min" else f"{unit}_per_day"
+    return kind if kind in ("tokens", "requests") else None
+
+
+def _too_large(details: ErrorDetails) -> RequestTooLargeError:
+    match = _TOO_LARGE.search(details.message)
+    limit, requested = (
+        (float(match.group(1).replace(",", "")), float(match.group(2).replace(",", "")))
+        if match
+        else (0.0, 0.0)
+    )
+    return RequestTooLargeError(
+        f"request is larger than the whole bucket: {details.describe()}",
+        requested=requested,
+        limit=limit,
+        details=details,
+    )
+
+
+def classify_response(
+    status: int, headers: Mapping[str, str], body: object
+) -> Classification:
+    """Decide what a response means and whether to retry it.
+
+    Args:
+        status: HTTP status code.
+        headers: response headers (any case).
+        body: the decoded JSON body, or its text when it was not JSON.
+
+    Returns:
+        The classification; ``error`` holds the exception to raise when it is not a success.
+    """
+    if 200 <= status < 300:
+        return SUCCESS
+    code, kind, message = _error_fields(body)
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    details = ErrorDetails(status, code, kind, message, lowered.get("x-request-id"))
+    retry_after = parse_retry_after(lowered)
+    if retry_after is None:
+        retry_after = retry_delay_from_message(message)
+    if status == 429 and (
+        kind in BILLING_CODES or code in BILLING_CODES or "exceeded your current quota" in message
+    ):
+        return Classification(Verdict.QUOTA_EXHAUSTED, QuotaExhaustedError(details))
+    if status == 429 and message.startswith("Request too large"):
+        return Classification(Verdict.TOO_LARGE, _too_large(details))
+    if status == 429:
+        limit_type = _limit_type(kind, message)
+        error = RateLimitError(details, retry_after=retry_after, limit_type=limit_type)
+        return Classification(Verdict.RATE_LIMITED, error)
+    server_side = status >= 500 or status in RETRYABLE_STATUSES
+    error = (ServerError if server_side else APIStatusError)(details, retry_after=retry_after)
+    should_retry = parse_should_retry(lowered)
+    error.retryable = server_side if should_retry is None else should_retry
+    return Classification(Verdict.SERVER_ERROR if server_side else Verdict.CLIENT_ERROR, error)
+
+
+def verdict_for(error: ThrottleError) -> Verdict:
+    """Return the verdict an error stands for (for errors raised by user code in ``run``)."""
+    if isinstance(error, RateLimitError):
+        return Verdict.RATE_LIMITED
+    if isinstance(error, QuotaExhaustedError):
+        return Verdict.QUOTA_EXHAUSTED
+    if isinstance(error, RequestTooLargeError):
+        return Verdict.TOO_LARGE
+    if isinstance(error, ServerError):
+        return Verdict.SERVER_ERROR
+    return Verdict.CLIENT_ERROR

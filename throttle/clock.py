@@ -1,0 +1,57 @@
+"""The one place throttle reads time and waits, so tests can drive time by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Where the scheduler reads the time and waits. Times are seconds on a monotonic scale."""
+
+    def now(self) -> float:
+        """Return the current time in seconds."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
+        ...
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> bool:
+        """Wait until ``event`` is set or ``seconds`` pass (``inf``: no time limit).
+
+        Returns:
+            ``True`` if the event was set.
+        """
+        ...
+
+
+class MonotonicClock:
+    """The real clock: ``time.monotonic`` and asyncio's timers."""
+
+    def __repr__(self) -> str:
+        return f"MonotonicClock(now={self.now():.3f})"
+
+    def now(self) -> float:
+        """Return ``time.monotonic()`` in seconds."""
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` with ``asyncio.sleep``."""
+        await asyncio.sleep(max(0.0, seconds))
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> bool:
+        """Wait until ``event`` is set or ``seconds`` pass."""
+        if event.is_set():
+            return True
+        if math.isinf(seconds):
+            await event.wait()
+            return True
+        try:
+            async with asyncio.timeout(max(0.0, seconds)):
+                await event.wait()
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,199 @@
+"""Every error throttle raises, under one base class.
+
+The hierarchy::
+
+    ThrottleError
+    ├── ConfigurationError          bad arguments to a throttle object (also a ValueError)
+    ├── InvalidRequestError         a request body throttle cannot read (also a ValueError)
+    ├── RequestTooLargeError        larger than the whole bucket: waiting can never help
+    ├── APIStatusError              the server answered with an error status
+    │   ├── RateLimitError          429 rate_limit_exceeded: slow down, then retry
+    │   ├── QuotaExhaustedError     429 insufficient_quota and other billing codes: stop
+    │   └── ServerError             5xx, 408, 409, 529: transient, retried with backoff
+    ├── TransportError              no usable answer: connection reset, timeout, bad stream
+    │   └── StreamTruncatedError    a stream that ended before its final event
+    ├── RetryExhaustedError         retryable failures until the attempt budget ran out
+    └── DeadlineExceededError       the caller's deadline passed before an answer
+
+Server-originated errors carry an :class:`ErrorDetails` (status, code, type, message,
+request id); every error that ends a request carries the number of attempts it took.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetails:
+    """What the server said about a failed request.
+
+    Attributes:
+        status: HTTP status code.
+        code: ``error.code`` from the body (``"rate_limit_exceeded"``, ``"429"`` on Azure, ...).
+        type: ``error.type`` from the body (``"tokens"``, ``"insufficient_quota"``, ...).
+        message: ``error.message``, or the raw body when it was not the usual JSON shape.
+        request_id: the ``x-request-id`` response header, for support tickets.
+    """
+
+    status: int
+    code: str | None = None
+    type: str | None = None
+    message: str = ""
+    request_id: str | None = None
+
+    def describe(self) -> str:
+        """Return a one-line human description naming status, code and request id."""
+        label = " ".join(part for part in (str(self.status), self.code or self.type or "") if part)
+        text = f"{label}: {self.message}" if self.message else label
+        return f"{text} (request id {self.request_id})" if self.request_id else text
+
+
+class ThrottleError(Exception):
+    """Base class of every error raised by throttle.
+
+    Attributes:
+        attempts: how many times the request was sent before this error ended it (0 if never).
+        retryable: whether another attempt can help (the server's ``x-should-retry`` wins).
+    """
+
+    attempts: int = 0
+    retryable: bool = False
+
+
+class ConfigurationError(ThrottleError, ValueError):
+    """An argument given to a throttle object is invalid."""
+
+
+class InvalidRequestError(ThrottleError, ValueError):
+    """A request body cannot be read (missing model, content of an unexpected type, ...)."""
+
+
+class RequestTooLargeError(ThrottleError):
+    """A single request needs more than the whole bucket holds, so it can never be admitted.
+
+    Attributes:
+        requested: tokens the request needs (the estimate, or the server's count).
+        limit: the bucket's capacity in tokens per window.
+        details: the server's answer when the server refused it, else ``None``.
+    """
+
+    def __init__(
+        self, message: str, *, requested: float, limit: float, details: ErrorDetails | None = None
+    ) -> None:
+        super().__init__(message)
+        self.requested = requested
+        self.limit = limit
+        self.details = details
+
+
+class APIStatusError(ThrottleError):
+    """The server answered with an error status.
+
+    Attributes:
+        details: status, code, type, message and request id of the answer.
+        retry_after: seconds the server asked the client to wait, if it said.
+    """
+
+    def __init__(self, details: ErrorDetails, *, retry_after: float | None = None) -> None:
+        super().__init__(details.describe())
+        self.details = details
+        self.retry_after = retry_after
+
+    @property
+    def status(self) -> int:
+        """HTTP status code."""
+        return self.details.status
+
+    @property
+    def code(self) -> str | None:
+        """``error.code`` from the body."""
+        return self.details.code
+
+    @property
+    def type(self) -> str | None:
+        """``error.type`` from the body."""
+        return self.details.type
+
+    @property
+    def request_id(self) -> str | None:
+        """The ``x-request-id`` header of the answer."""
+        return self.details.request_id
+
+    @property
+    def server_message(self) -> str:
+        """The server's own words."""
+        return self.details.message
+
+
+class RateLimitError(APIStatusError):
+    """429 rate_limit_exceeded: the bucket is empty; wait as the server says and retry.
+
+    Attributes:
+        limit_type: which limit was hit: ``"requests"``, ``"tokens"``, ``"requests_per_day"``,
+            ``"tokens_per_day"`` or ``None`` when the server did not say.
+    """
+
+    def __init__(
+        self,
+        details: ErrorDetails,
+        *,
+        retry_after: float | None = None,
+        limit_type: str | None = None,
+    ) -> None:
+        super().__init__(details, retry_after=retry_after)
+        self.limit_type = limit_type
+        self.retryable = True
+
+
+class QuotaExhaustedError(APIStatusError):
+    """429 insufficient_quota (or another billing code): retrying can never help.
+
+    The credential's breaker opens: queued requests on it fail with this error at once and no
+    further request is sent on it until :meth:`throttle.Throttle.reset_quota_breaker`.
+    """
+
+
+class ServerError(APIStatusError):
+    """A transient server-side failure (5xx, 408, 409, 529); retried with jittered backoff."""
+
+    retryable = True
+
+
+class TransportError(ThrottleError):
+    """No usable answer arrived: connection refused or reset, timeout, unreadable body."""
+
+    retryable = True
+
+
+class StreamTruncatedError(TransportError):
+    """A streamed answer ended before its final event (``[DONE]``, ``response.completed``)."""
+
+
+class RetryExhaustedError(ThrottleError):
+    """Every allowed attempt failed with a retryable error.
+
+    Attributes:
+        last_error: the error of the final attempt.
+    """
+
+    def __init__(self, last_error: ThrottleError, attempts: int) -> None:
+        super().__init__(f"gave up after {attempts} attempts; last error: {last_error}")
+        self.last_error = last_error
+        self.attempts = attempts
+
+
+class DeadlineExceededError(ThrottleError):
+    """The request's deadline passed before it got an answer.
+
+    Attributes:
+        deadline: the deadline in seconds, as given by the caller.
+        last_error: the error of the last attempt, if any attempt failed before the deadline.
+    """
+
+    def __init__(self, deadline: float, attempts: int, last_error: ThrottleError | None) -> None:
+        cause = f"; last error: {last_error}" if last_error else ""
+        super().__init__(f"deadline of {deadline:g}s passed after {attempts} attempts{cause}")
+        self.deadline = deadline
+        self.attempts = attempts
+        self.last_error = last_error

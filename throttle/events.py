@@ -1,0 +1,152 @@
+"""Everything the scheduler sees, as events, through one narrow hook.
+
+Metrics, logs and progress displays subscribe with :meth:`EventHub.subscribe`; the scheduler
+never knows who listens. A listener that raises is logged and never breaks a request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from throttle.classify import Verdict
+from throttle.estimate import TokenEstimate
+from throttle.headers import RateLimitSnapshot
+from throttle.keys import BucketKey
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAdmitted:
+    """An attempt left the queue: the buckets had room for it.
+
+    Attributes:
+        key: the bucket it was charged to.
+        attempt: 1 for the first try.
+        estimate: the tokens it was charged (``estimate.exact`` is False on fallback counts).
+        waited_seconds: time spent queued for this attempt.
+    """
+
+    key: BucketKey
+    attempt: int
+    estimate: TokenEstimate
+    waited_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFinished:
+    """An attempt got an answer, or failed to.
+
+    Attributes:
+        key: the bucket it was charged to.
+        attempt: 1 for the first try.
+        verdict: what happened.
+        status: HTTP status, ``None`` when no answer arrived.
+        latency_seconds: time from sending to the answer.
+        request_id: the server's ``x-request-id``, when it sent one.
+    """
+
+    key: BucketKey
+    attempt: int
+    verdict: Verdict
+    status: int | None
+    latency_seconds: float
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsObserved:
+    """A response carried rate-limit headers and the buckets were corrected from them."""
+
+    key: BucketKey
+    snapshot: RateLimitSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled:
+    """An attempt failed in a way another attempt can fix.
+
+    Attributes:
+        key: the bucket of the request.
+        attempt: the attempt that failed.
+        delay_seconds: backoff before the next attempt (rate limits wait in the queue instead).
+        reason: the error's class name.
+    """
+
+    key: BucketKey
+    attempt: int
+    delay_seconds: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFinished:
+    """A request is done, for good.
+
+    Attributes:
+        key: the bucket of the request.
+        attempts: how many times it was sent.
+        error_type: the class name of the error that ended it, ``None`` on success.
+        elapsed_seconds: time from submission to the end.
+    """
+
+    key: BucketKey
+    attempts: int
+    error_type: str | None
+    elapsed_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaBreakerOpened:
+    """A credential hit insufficient_quota: nothing more is sent on it.
+
+    Attributes:
+        identity: the credential identity (a hash, never the key).
+        message: the server's message.
+    """
+
+    identity: str
+    message: str
+
+
+Event = (
+    RequestAdmitted
+    | AttemptFinished
+    | LimitsObserved
+    | RetryScheduled
+    | RequestFinished
+    | QuotaBreakerOpened
+)
+EventListener = Callable[[Event], None]
+
+
+class EventHub:
+    """Delivers every event to every subscribed listener, synchronously and in order."""
+
+    def __init__(self) -> None:
+        self._listeners: list[EventListener] = []
+
+    def __repr__(self) -> str:
+        return f"EventHub(listeners={len(self._listeners)})"
+
+    def subscribe(self, listener: EventListener) -> Callable[[], None]:
+        """Add a listener.
+
+        Args:
+            listener: called with each event; must not block.
+
+        Returns:
+            A function that removes the listener again.
+        """
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def emit(self, event: Event) -> None:
+        """Deliver ``event``; a listener's exception is logged, never raised."""
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("event listener %r failed on %r", listener, event)

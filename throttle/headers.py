@@ -1,0 +1,166 @@
+"""Reading the server's rate-limit and retry headers.
+
+Headers are the truth about the server's buckets; throttle's own estimates are only a forecast.
+Missing, negative, ``-1`` or garbage values are logged at debug level and ignored, never raised
+and never written into a bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from throttle.durations import parse_duration
+
+logger = logging.getLogger(__name__)
+
+# Families of OpenAI-style headers, the plain one first. A project-level limit, when present,
+# is a second bucket in front of the organization's; the most restrictive family wins.
+_FAMILIES = ("x-ratelimit-{field}-{kind}", "x-ratelimit-{field}-{kind}_usage_based",
+             "x-ratelimit-{field}-project-{kind}")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitReading:
+    """One bucket as the server described it in a response.
+
+    Attributes:
+        limit: capacity per window (requests or tokens).
+        remaining: what was left right after the server counted this request.
+        reset_seconds: seconds until the bucket is back to full, if the server said.
+    """
+
+    limit: float
+    remaining: float
+    reset_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitSnapshot:
+    """The server's view of the requests and tokens buckets, from one response's headers.
+
+    Attributes:
+        requests: the requests bucket, or ``None`` when its headers were missing or bogus.
+        tokens: the tokens bucket, or ``None`` when its headers were missing or bogus.
+    """
+
+    requests: LimitReading | None = None
+    tokens: LimitReading | None = None
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {str(name).lower(): str(value) for name, value in headers.items()}
+
+
+def _number(headers: dict[str, str], name: str) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        logger.debug("ignoring header %s=%r: not a number", name, raw)
+        return None
+    if not math.isfinite(value) or value < 0:
+        logger.debug("ignoring header %s=%r: negative or not finite", name, raw)
+        return None
+    return value
+
+
+def _reset(headers: dict[str, str], name: str) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return parse_duration(raw)
+    except ValueError:
+        logger.debug("ignoring header %s=%r: not a duration", name, raw)
+        return None
+
+
+def _reading(headers: dict[str, str], family: str, kind: str) -> LimitReading | None:
+    limit = _number(headers, family.format(field="limit", kind=kind))
+    remaining = _number(headers, family.format(field="remaining", kind=kind))
+    if limit is None or remaining is None:
+        return None
+    if limit <= 0:
+        logger.debug("ignoring %s limit %r: not positive", kind, limit)
+        return None
+    if remaining > limit:
+        logger.debug("clamping %s remaining %r to limit %r", kind, remaining, limit)
+        remaining = limit
+    reset = _reset(headers, family.format(field="reset", kind=kind))
+    return LimitReading(limit=limit, remaining=remaining, reset_seconds=reset)
+
+
+def _most_restrictive(headers: dict[str, str], kind: str) -> LimitReading | None:
+    readings = [r for family in _FAMILIES if (r := _reading(headers, family, kind)) is not None]
+    return min(readings, key=lambda r: r.remaining, default=None)
+
+
+def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitSnapshot | None:
+    """Read the ``x-ratelimit-*`` headers of a response.
+
+    Understands OpenAI's and Azure's names, the ``_usage_based`` variant and project-level
+    headers (the most restrictive bucket wins). Values that are missing, negative, ``-1`` or
+    unparsable are ignored.
+
+    Args:
+        headers: the response headers (any case).
+
+    Returns:
+        A snapshot, or ``None`` when no bucket could be read.
+    """
+    lowered = _lower(headers)
+    requests = _most_restrictive(lowered, "requests")
+    tokens = _most_restrictive(lowered, "tokens")
+    if requests is None and tokens is None:
+        return None
+    return RateLimitSnapshot(requests=requests, tokens=tokens)
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """Read the server's requested delay from ``retry-after-ms`` or ``retry-after``.
+
+    Args:
+        headers: the response headers (any case).
+        now: the current wall-clock time, for ``retry-after`` given as an HTTP date.
+
+    Returns:
+        Seconds to wait, or ``None`` when neither header holds a usable value.
+    """
+    lowered = _lower(headers)
+    millis = _number(lowered, "retry-after-ms")
+    if millis is not None:
+        return millis / 1000
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    seconds = _number(lowered, "retry-after")
+    if seconds is not None:
+        return seconds
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        logger.debug("ignoring retry-after=%r: neither seconds nor an HTTP date", raw)
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def parse_should_retry(headers: Mapping[str, str]) -> bool | None:
+    """Read ``x-should-retry``: the server's explicit word on retrying, if it gave one.
+
+    Args:
+        headers: the response headers (any case).
+
+    Returns:
+        ``True`` or ``False`` as the server said, ``None`` when absent or unreadable.
+    """
+    raw = _lower(headers).get("x-should-retry", "").strip().lower()
+    return {"true": True, "false": False}.get(raw)

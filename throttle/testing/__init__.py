@@ -1,0 +1,16 @@
+"""Testing tools for throttle's users: a simulated OpenAI API and a hand-driven clock."""
+
+from throttle.testing.manual_clock import ManualClock
+from throttle.testing.sim_config import Faults, LimitChange, ModelLimits, SimulatorConfig
+from throttle.testing.simulator import FAULTS, SimulatedAPI, SimulatorStats
+
+__all__ = [
+    "FAULTS",
+    "Faults",
+    "LimitChange",
+    "ManualClock",
+    "ModelLimits",
+    "SimulatedAPI",
+    "SimulatorConfig",
+    "SimulatorStats",
+]

@@ -1,0 +1,367 @@
+"""A simulated OpenAI API on 127.0.0.1 that rate-limits, fails and bills like the real one.
+
+Per organization and model (or shared group) it keeps requests and tokens buckets, answers
+with the real header formats and the real 429 bodies (requests, tokens, daily limits, request
+too large, insufficient_quota), and injects 500/503, dropped connections, truncated streams
+and latency on demand. It counts tokens its own way (characters / 4), as the real server does
+not use the client's tokenizer either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import itertools
+import math
+import random
+import time
+from collections import Counter
+from typing import Any, Self
+
+from aiohttp import web
+
+from throttle.durations import format_duration
+from throttle.estimate import endpoint_kind
+from throttle.testing import sim_bodies as bodies
+from throttle.testing.sim_accounting import Pool, ServerBucket, output_cap, prompt_tokens
+from throttle.testing.sim_config import ModelLimits, SimulatorConfig
+
+FAULTS = ("server_error", "overloaded", "drop", "truncate")
+DAY_SECONDS = 86_400.0
+
+
+@dataclasses.dataclass(slots=True)
+class SimulatorStats:
+    """What the simulated server saw. Times are ``time.monotonic()`` seconds.
+
+    Attributes:
+        received: requests that reached the server.
+        succeeded: requests answered with a success.
+        rate_limited: 429 rate_limit_exceeded answers, by limit type.
+        too_large: 429 "Request too large" answers.
+        quota_errors: 429 insufficient_quota answers.
+        injected: injected faults, by kind.
+        rejected: 400/401 answers.
+        charged_tokens: tokens charged against TPM by successful admissions.
+        first_request_at: when the first request arrived.
+        last_success_at: when the last success was answered.
+        first_quota_error_at: when the first insufficient_quota answer was sent.
+        received_after_quota: requests that arrived after that.
+    """
+
+    received: int = 0
+    succeeded: int = 0
+    rate_limited: Counter[str] = dataclasses.field(default_factory=Counter)
+    too_large: int = 0
+    quota_errors: int = 0
+    injected: Counter[str] = dataclasses.field(default_factory=Counter)
+    rejected: int = 0
+    charged_tokens: int = 0
+    first_request_at: float | None = None
+    last_success_at: float | None = None
+    first_quota_error_at: float | None = None
+    received_after_quota: int = 0
+
+    @property
+    def total_429(self) -> int:
+        """Every 429 rate_limit_exceeded answer (request-too-large and quota excluded)."""
+        return sum(self.rate_limited.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the stats as JSON-ready data."""
+        data = dataclasses.asdict(self)
+        data["rate_limited"] = dict(self.rate_limited)
+        data["injected"] = dict(self.injected)
+        data["total_429"] = self.total_429
+        return data
+
+
+class SimulatedAPI:
+    """The simulated API server (an async context manager).
+
+    Args:
+        config: limits, faults, latency and quota.
+        host: address to listen on (loopback only).
+        port: 0 for any free port.
+    """
+
+    def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.config = config or SimulatorConfig()
+        self.stats = SimulatorStats()
+        self._host, self._port = host, port
+        self._runner: web.AppRunner | None = None
+        self._pools: dict[tuple[str, str], Pool] = {}
+        self._limit_overrides: dict[str, ModelLimits] = {}
+        self._charged_by_org: Counter[str] = Counter()
+        self._scripted: list[str] = []
+        self._random = random.Random(self.config.faults.seed)  # noqa: S311 - fault injection
+        self._ids = itertools.count(1)
+        self._started_at = time.monotonic()
+        self._pending_changes = sorted(self.config.changes, key=lambda c: c.at_seconds)
+
+    def __repr__(self) -> str:
+        return f"SimulatedAPI(url={self.base_url if self._runner else None!r}, {self.stats!r})"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style root, ``http://127.0.0.1:PORT/v1``."""
+        return f"http://{self._host}:{self._port}/v1"
+
+    def azure_url(self, deployment: str) -> str:
+        """The Azure-style root of a deployment on this server."""
+        return f"http://{self._host}:{self._port}/openai/deployments/{deployment}"
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> str:
+        """Start listening; return :attr:`base_url`."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port nowhere else
+        assert isinstance(server, asyncio.base_events.Server)  # noqa: S101
+        self._port = server.sockets[0].getsockname()[1]
+        self._started_at = time.monotonic()
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Stop listening and close open connections."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def inject(self, fault: str, count: int = 1) -> None:
+        """Make the next ``count`` requests fail with ``fault`` (one of :data:`FAULTS`)."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; choose from {FAULTS}")
+        self._scripted.extend([fault] * count)
+
+    def set_limits(self, model: str, *, rpm: int | None = None, tpm: int | None = None) -> None:
+        """Change a model's limits now, for every organization."""
+        now = time.monotonic()
+        current = self._limit_overrides.get(model, self.config.limits_of(model))
+        changed = dataclasses.replace(current, rpm=rpm or current.rpm, tpm=tpm or current.tpm)
+        self._limit_overrides[model] = changed
+        group = changed.group or model
+        for (_org, pool_group), pool in self._pools.items():
+            if pool_group == group:
+                pool.requests.set_capacity(changed.rpm, now)
+                pool.tokens.set_capacity(changed.tpm, now)
+
+    def _limits(self, model: str) -> ModelLimits:
+        return self._limit_overrides.get(model, self.config.limits_of(model))
+
+    def _pool(self, org: str, model: str, now: float) -> Pool:
+        limits = self._limits(model)
+        key = (org, limits.group or model)
+        pool = self._pools.get(key)
+        if pool is None:
+            start = self.config.start_level
+            day = (ServerBucket(limits.rpd, limits.rpd * start, now, DAY_SECONDS)
+                   if limits.rpd else None)
+            pool = self._pools[key] = Pool(
+                ServerBucket(limits.rpm, limits.rpm * start, now),
+                ServerBucket(limits.tpm, limits.tpm * start, now),
+                day,
+            )
+        return pool
+
+    def _apply_due_changes(self, now: float) -> None:
+        while self._pending_changes and (
+            self._pending_changes[0].at_seconds <= now - self._started_at
+        ):
+            change = self._pending_changes.pop(0)
+            self.set_limits(change.model, rpm=change.rpm, tpm=change.tpm)
+
+    def _organization(self, request: web.Request) -> str | None:
+        auth = request.headers.get("Authorization", "")
+        key = auth[7:] if auth.startswith("Bearer ") else request.headers.get("api-key", "")
+        if not key:
+            return None
+        if self.config.organizations:
+            return self.config.organizations.get(key)
+        return "org-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+
+    def _next_fault(self) -> str | None:
+        if self._scripted:
+            return self._scripted.pop(0)
+        faults = self.config.faults
+        roll = self._random.random()
+        for name, chance in (("server_error", faults.server_error),
+                             ("overloaded", faults.overloaded), ("drop", faults.drop),
+                             ("truncate", faults.truncate)):
+            if roll < chance:
+                return name
+            roll -= chance
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        now = time.monotonic()
+        if request.method == "GET" and request.path == "/_stats":
+            return web.json_response(self.stats.as_dict())
+        self.stats.received += 1
+        self.stats.first_request_at = self.stats.first_request_at or now
+        if self.stats.first_quota_error_at is not None:
+            self.stats.received_after_quota += 1
+        request_id = f"req_{next(self._ids):08d}"
+        headers = {"x-request-id": request_id}
+        org = self._organization(request)
+        if org is None:
+            self.stats.rejected += 1
+            body = bodies.error_body("Incorrect API key provided.", "invalid_request_error",
+                                     "invalid_api_key")
+            return web.json_response(body, status=401, headers=headers)
+        deployment = request.match_info["tail"].split("/")
+        azure = len(deployment) > 2 and deployment[:2] == ["openai", "deployments"]
+        if request.method == "GET" and request.path.endswith("/models"):
+            models = [{"id": name, "object": "model"} for name in self.config.models]
+            return web.json_response({"object": "list", "data": models}, headers=headers)
+        try:
+            payload = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            payload = None
+        model = deployment[2] if azure else (payload or {}).get("model")
+        if not isinstance(payload, dict) or not isinstance(model, str):
+            self.stats.rejected += 1
+            body = bodies.error_body("We could not parse the JSON body of your request, or it "
+                                     "names no model.", "invalid_request_error", None)
+            return web.json_response(body, status=400, headers=headers)
+        return await self._serve(request, payload, model, org, azure, headers)
+
+    async def _serve(self, request: web.Request, payload: dict[str, Any], model: str, org: str,
+                     azure: bool, headers: dict[str, str]) -> web.StreamResponse:
+        now = time.monotonic()
+        fault = self._next_fault()
+        if fault is not None and fault != "truncate":
+            self.stats.injected[fault] += 1
+            if fault == "drop":
+                assert request.transport is not None  # noqa: S101 - a live request has one
+                request.transport.abort()
+                return web.Response(status=500)
+            status, body = ((500, bodies.SERVER_ERROR_BODY) if fault == "server_error"
+                            else (503, bodies.OVERLOADED_BODY))
+            return web.json_response(body, status=status, headers=headers)
+        self._apply_due_changes(now)
+        kind = endpoint_kind(request.path)
+        prompt = prompt_tokens(payload)
+        cost = prompt if kind == "embeddings" else prompt + output_cap(payload)
+        refusal = self._charge(org, model, cost, now, azure, headers)
+        if refusal is not None:
+            return refusal
+        await asyncio.sleep(self.config.latency + self._random.uniform(0, self.config.latency_jitter))
+        completion = min(output_cap(payload) or self.config.completion_tokens,
+                         self.config.completion_tokens)
+        truncate = fault == "truncate"
+        if payload.get("stream"):
+            return await self._stream(request, kind, model, prompt, completion, payload,
+                                      headers, truncate)
+        self._succeeded()
+        rid = headers["x-request-id"]
+        if kind == "responses":
+            answer = bodies.response_object(model, prompt, completion, rid)
+        elif kind == "embeddings":
+            raw = payload.get("input")
+            inputs = raw if isinstance(raw, list) and raw and not isinstance(raw[0], int) else [raw]
+            answer = bodies.embeddings(model, inputs, prompt, int(payload.get("dimensions", 8)))
+        else:
+            answer = bodies.chat_completion(model, prompt, completion, rid)
+        return web.json_response(answer, headers=headers)
+
+    def _succeeded(self) -> None:
+        self.stats.succeeded += 1
+        self.stats.last_success_at = time.monotonic()
+
+    def _charge(self, org: str, model: str, cost: int, now: float, azure: bool,
+                headers: dict[str, str]) -> web.Response | None:
+        """Charge the request, or return the 429 that refuses it. Fills in rate headers."""
+        quota = self.config.quota_tokens
+        if quota is not None and self._charged_by_org[org] >= quota:
+            self.stats.quota_errors += 1
+            self.stats.first_quota_error_at = self.stats.first_quota_error_at or now
+            return web.json_response(bodies.QUOTA_BODY, status=429, headers=headers)
+        pool = self._pool(org, model, now)
+        refusal: tuple[str, float, float, float] | None = None  # type, limit, used, wait
+        if pool.tokens.capacity < cost:
+            self.stats.too_large += 1
+            self._rate_headers(pool, now, headers)
+            body = bodies.too_large_body(model=model, org=org, limit=pool.tokens.capacity,
+                                         requested=cost)
+            return web.json_response(body, status=429, headers=headers)
+        if pool.day is not None and pool.day.level_at(now) < 1:
+            refusal = ("requests_per_day", pool.day.capacity,
+                       pool.day.capacity - pool.day.level, pool.day.seconds_until(1, now))
+        elif pool.requests.level_at(now) < 1:
+            refusal = ("requests", pool.requests.capacity,
+                       pool.requests.capacity - pool.requests.level,
+                       pool.requests.seconds_until(1, now))
+        elif pool.tokens.level_at(now) < cost:
+            pool.requests.level -= 1  # a refused request still counts against RPM
+            refusal = ("tokens", pool.tokens.capacity, pool.tokens.capacity - pool.tokens.level,
+                       pool.tokens.seconds_until(cost, now))
+        if refusal is None:
+            pool.requests.level -= 1
+            pool.tokens.level -= cost
+            if pool.day is not None:
+                pool.day.level -= 1
+            self._charged_by_org[org] += cost
+            self.stats.charged_tokens += cost
+        self._rate_headers(pool, now, headers)
+        if refusal is None:
+            return None
+        limit_type, limit, used, wait = refusal
+        self.stats.rate_limited[limit_type] += 1
+        if azure:
+            body = bodies.azure_rate_limit_body(wait)
+        else:
+            body = bodies.rate_limit_body(model=model, org=org, limit_type=limit_type,
+                                          limit=limit, used=used,
+                                          requested=cost if limit_type == "tokens" else 1,
+                                          wait=wait)
+        if self.config.retry_after_header or azure:
+            headers["retry-after-ms"] = f"{wait * 1000:.0f}"
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
+        return web.json_response(body, status=429, headers=headers)
+
+    def _rate_headers(self, pool: Pool, now: float, headers: dict[str, str]) -> None:
+        if not self.config.rate_limit_headers:
+            return
+        for kind, bucket in (("requests", pool.requests), ("tokens", pool.tokens)):
+            headers[f"x-ratelimit-limit-{kind}"] = f"{bucket.capacity:.0f}"
+            headers[f"x-ratelimit-remaining-{kind}"] = f"{max(0, math.floor(bucket.level_at(now)))}"
+            headers[f"x-ratelimit-reset-{kind}"] = format_duration(bucket.seconds_to_full(now))
+
+    async def _stream(self, request: web.Request, kind: str, model: str, prompt: int,
+                      completion: int, payload: dict[str, Any], headers: dict[str, str],
+                      truncate: bool) -> web.StreamResponse:
+        response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        rid = headers["x-request-id"]
+        if kind == "responses":
+            lines = [f"event: {name}\ndata: {data}\n\n"
+                     for name, data in bodies.responses_stream_events(model, prompt, completion,
+                                                                       rid)]
+        else:
+            options = payload.get("stream_options")
+            usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            lines = [f"data: {data}\n\n"
+                     for data in bodies.chat_stream_events(model, prompt, completion, rid, usage)]
+        if truncate:
+            self.stats.injected["truncate"] += 1
+            lines = lines[: max(1, len(lines) // 2)]
+        for line in lines:
+            await response.write(line.encode())
+        await response.write_eof()
+        if not truncate:
+            self._succeeded()
+        return response
+
