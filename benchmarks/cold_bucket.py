@@ -12,8 +12,8 @@ Run: ``TIKTOKEN_CACHE_DIR=.cache/tiktoken python benchmarks/cold_bucket.py [--re
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -52,16 +52,21 @@ def chat_body(index: int) -> dict[str, object]:
     text = f"Request {index}: summarise the quarterly report in plain English. " * 6
     return {
         "model": "gpt-4o-mini",
-        "messages": [{"role": "system", "content": "You are terse."},
-                     {"role": "user", "content": text}],
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": text},
+        ],
         "max_tokens": 400 + index % 200,
     }
 
 
-async def run(requests: int) -> ColdBucketResult:
+async def run(
+    requests: int, *, rpm: int = RPM, tpm: int = TPM, latency: float = LATENCY
+) -> ColdBucketResult:
     """Run the benchmark once and return its figures."""
-    config = SimulatorConfig(default_limits=ModelLimits(rpm=RPM, tpm=TPM), start_level=0.0,
-                             latency=LATENCY)
+    config = SimulatorConfig(
+        default_limits=ModelLimits(rpm=rpm, tpm=tpm), start_level=0.0, latency=latency
+    )
     async with SimulatedAPI(config) as sim, throttle.Throttle(sim.base_url, "sk-bench") as client:
         started = time.monotonic()
         results = await asyncio.gather(
@@ -77,7 +82,7 @@ async def run(requests: int) -> ColdBucketResult:
         server_429=sim.stats.total_429,
         charged_tokens=sim.stats.charged_tokens,
         elapsed_seconds=elapsed,
-        minimum_seconds=sim.stats.charged_tokens / TPM * 60,
+        minimum_seconds=sim.stats.charged_tokens / tpm * 60,
     )
 
 
@@ -87,8 +92,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1200)
     args = parser.parse_args()
     result = asyncio.run(run(args.requests))
-    print(json.dumps({**dataclasses.asdict(result), "ratio": round(result.ratio, 4),
-                      "meets_targets": result.meets_targets()}, indent=2))
+    print(
+        json.dumps(
+            {
+                **dataclasses.asdict(result),
+                "ratio": round(result.ratio, 4),
+                "meets_targets": result.meets_targets(),
+            },
+            indent=2,
+        )
+    )
     sys.exit(0 if result.meets_targets() else 1)
 
 

@@ -91,19 +91,28 @@ class Admission:
             if waiter.future.done() and not waiter.future.cancelled():
                 # Admitted just as the caller gave up: hand the charge back unanswered.
                 if waiter.future.exception() is None:
-                    await self.release(key, waiter.future.result(), None, answered=False,
-                                       succeeded=False)
+                    await self.release(
+                        key, waiter.future.result(), None, answered=False, succeeded=False
+                    )
             else:
                 waiter.future.cancel()
             raise
 
-    async def release(self, key: BucketKey, ticket: Ticket, snapshot: RateLimitSnapshot | None,
-                      *, answered: bool, succeeded: bool) -> bool:
+    async def release(
+        self,
+        key: BucketKey,
+        ticket: Ticket,
+        snapshot: RateLimitSnapshot | None,
+        *,
+        answered: bool,
+        succeeded: bool,
+    ) -> bool:
         """Hand back a ticket (see :meth:`LimitBackend.complete`) and wake the key's queue."""
         self._slots.release()
         try:
-            return await self._backend.complete(key, ticket, snapshot, self._clock.now(),
-                                                answered=answered, succeeded=succeeded)
+            return await self._backend.complete(
+                key, ticket, snapshot, self._clock.now(), answered=answered, succeeded=succeeded
+            )
         finally:
             self.wake(key)
 
@@ -117,8 +126,9 @@ class Admission:
         if queue is not None:
             queue.wakeup.set()
 
-    def fail_waiting(self, matches: Callable[[BucketKey], bool],
-                     error_for: Callable[[], ThrottleError]) -> int:
+    def fail_waiting(
+        self, matches: Callable[[BucketKey], bool], error_for: Callable[[], ThrottleError]
+    ) -> int:
         """Fail every queued attempt on keys that ``matches``; return how many."""
         failed = 0
         for key, queue in self._queues.items():

@@ -126,9 +126,7 @@ def _too_large(details: ErrorDetails) -> RequestTooLargeError:
     )
 
 
-def classify_response(
-    status: int, headers: Mapping[str, str], body: object
-) -> Classification:
+def classify_response(status: int, headers: Mapping[str, str], body: object) -> Classification:
     """Decide what a response means and whether to retry it.
 
     Args:
@@ -155,8 +153,8 @@ def classify_response(
         return Classification(Verdict.TOO_LARGE, _too_large(details))
     if status == 429:
         limit_type = _limit_type(kind, message)
-        error = RateLimitError(details, retry_after=retry_after, limit_type=limit_type)
-        return Classification(Verdict.RATE_LIMITED, error)
+        limited = RateLimitError(details, retry_after=retry_after, limit_type=limit_type)
+        return Classification(Verdict.RATE_LIMITED, limited)
     server_side = status >= 500 or status in RETRYABLE_STATUSES
     error = (ServerError if server_side else APIStatusError)(details, retry_after=retry_after)
     should_retry = parse_should_retry(lowered)

@@ -85,8 +85,9 @@ class Throttle:
         if auth not in ("auto", "bearer", "api-key"):
             raise ConfigurationError(f"auth must be 'auto', 'bearer' or 'api-key', not {auth!r}")
         if max_in_flight < 1 or timeout <= 0 or default_output_tokens < 0:
-            raise ConfigurationError("max_in_flight, timeout must be positive; "
-                                     "default_output_tokens not negative")
+            raise ConfigurationError(
+                "max_in_flight, timeout must be positive; default_output_tokens not negative"
+            )
         self.base_url = base_url.rstrip("/") if base_url else None
         self.identity = identity or (credential_identity(api_key) if api_key else "default")
         self._api_key = api_key
@@ -110,13 +111,19 @@ class Throttle:
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
-        return f"Throttle(base_url={self.base_url!r}, identity={self.identity!r}, {self.scheduler!r})"
+        return (
+            f"Throttle(base_url={self.base_url!r}, identity={self.identity!r}, {self.scheduler!r})"
+        )
 
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -174,8 +181,9 @@ class Throttle:
         if isinstance(body, Mapping) and body.get("stream"):
             raise InvalidRequestError("post() returns one JSON answer; 'stream' must be false")
         model = model or _model_of(body) or _deployment_of(url)
-        estimate = estimate_tokens(url, body, model=model,
-                                   default_output_tokens=self._default_output_tokens)
+        estimate = estimate_tokens(
+            url, body, model=model, default_output_tokens=self._default_output_tokens
+        )
         assert model is not None  # noqa: S101 - estimate_tokens raised if there was none
         request: ScheduledRequest[Any] = ScheduledRequest(
             key=self.key_for(model),
@@ -231,8 +239,9 @@ class Throttle:
             headers = headers_of(value) if headers_of is not None else {}
             return Reply(SUCCESS, parse_rate_limit_headers(headers), value)
 
-        request = ScheduledRequest(self.key_for(model, identity), estimate, send, priority,
-                                   deadline)
+        request = ScheduledRequest(
+            self.key_for(model, identity), estimate, send, priority, deadline
+        )
         return await self.scheduler.submit(request)
 
     def _http(self) -> aiohttp.ClientSession:
@@ -253,8 +262,9 @@ class Throttle:
             )
         return self._session
 
-    async def _send_json(self, url: str, body: Mapping[str, Any],
-                         params: Mapping[str, str] | None) -> Reply[Any]:
+    async def _send_json(
+        self, url: str, body: Mapping[str, Any], params: Mapping[str, str] | None
+    ) -> Reply[Any]:
         try:
             async with self._http().post(url, json=body, params=params) as response:
                 raw = await response.read()

@@ -11,12 +11,12 @@ _UNIT_SECONDS = {
     "s": 1.0,
     "ms": 1e-3,
     "us": 1e-6,
-    "µs": 1e-6,  # noqa: RUF001 - Go writes the micro sign
-    "μs": 1e-6,  # noqa: RUF001 - and some servers the Greek mu
+    "µs": 1e-6,
+    "μs": 1e-6,
     "ns": 1e-9,
 }
 # Longest units first, so "ms" is never read as "m" followed by garbage.
-_COMPONENT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|us|µs|μs|ns|h|m|s)", re.ASCII)  # noqa: RUF001
+_COMPONENT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|us|µs|μs|ns|h|m|s)", re.ASCII)
 _PLAIN_NUMBER = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*")
 
 
@@ -34,10 +34,11 @@ def parse_duration(text: str) -> float:
         The duration in seconds.
 
     Raises:
+        TypeError: ``text`` is not a string.
         ValueError: ``text`` is empty, negative, not finite or not a duration.
     """
     if not isinstance(text, str):
-        raise ValueError(f"duration must be a string, got {type(text).__name__}")
+        raise TypeError(f"duration must be a string, got {type(text).__name__}")
     plain = _PLAIN_NUMBER.fullmatch(text)
     if plain:
         return float(plain.group(1))

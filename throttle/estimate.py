@@ -137,17 +137,17 @@ def _reserved_output(body: Mapping[str, object], default: int) -> int:
             cap = _positive_int(body, field, default)
             break
     choices = max(_positive_int(body, "n", 1), _positive_int(body, "best_of", 1))
-    prompts = body.get("prompt")
-    prompt_count = len(prompts) if _is_list_of_prompts(prompts) else 1
-    return cap * choices * prompt_count
+    return cap * choices * _prompt_count(body.get("prompt"))
 
 
-def _is_list_of_prompts(prompt: object) -> bool:
+def _prompt_count(prompt: object) -> int:
+    """Legacy completions answer every prompt of a list: each reserves its own output."""
     if not isinstance(prompt, list) or not prompt:
-        return False
-    return all(isinstance(item, str) for item in prompt) or all(
+        return 1
+    many = all(isinstance(item, str) for item in prompt) or all(
         isinstance(item, list) for item in prompt
     )
+    return len(prompt) if many else 1
 
 
 def _json_tokens(value: object, count: Counter) -> int:
@@ -252,7 +252,9 @@ def _responses_prompt(body: Mapping[str, object], count: Counter) -> int:
     if isinstance(items, str):
         return tokens + TOKENS_PER_MESSAGE + count(items)
     if not isinstance(items, list):
-        raise InvalidRequestError(f"'input' must be a string or a list of items, got {_kind(items)}")
+        raise InvalidRequestError(
+            f"'input' must be a string or a list of items, got {_kind(items)}"
+        )
     return tokens + sum(_message_tokens(m, count, f"input[{i}]") for i, m in enumerate(items))
 
 

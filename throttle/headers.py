@@ -20,8 +20,11 @@ logger = logging.getLogger(__name__)
 
 # Families of OpenAI-style headers, the plain one first. A project-level limit, when present,
 # is a second bucket in front of the organization's; the most restrictive family wins.
-_FAMILIES = ("x-ratelimit-{field}-{kind}", "x-ratelimit-{field}-{kind}_usage_based",
-             "x-ratelimit-{field}-project-{kind}")
+_FAMILIES = (
+    "x-ratelimit-{field}-{kind}",
+    "x-ratelimit-{field}-{kind}_usage_based",
+    "x-ratelimit-{field}-project-{kind}",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,9 @@ class Limits:
             if value is not None and (not math.isfinite(value) or value <= 0):
                 raise ConfigurationError(f"Limits.{name} must be a positive number, got {value!r}")
         if not math.isfinite(self.window_seconds) or self.window_seconds <= 0:
-            raise ConfigurationError(f"Limits.window_seconds must be positive: {self.window_seconds}")
+            raise ConfigurationError(
+                f"Limits.window_seconds must be positive: {self.window_seconds}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +183,15 @@ class KeyLimits:
         reserve = self.policy.reserve_fraction * bucket.capacity
         return bucket.seconds_until(min(amount + reserve, bucket.capacity), now)
 
-    def complete(self, ticket: Ticket, snapshot: RateLimitSnapshot | None, now: float,
-                 *, answered: bool, succeeded: bool) -> bool:
+    def complete(
+        self,
+        ticket: Ticket,
+        snapshot: RateLimitSnapshot | None,
+        now: float,
+        *,
+        answered: bool,
+        succeeded: bool,
+    ) -> bool:
         """Hand back a ticket with what its answer said about the buckets.
 
         Args:
@@ -198,11 +207,22 @@ class KeyLimits:
         self.in_flight -= 1
         if snapshot is not None and ticket.seq > self._applied_seq:
             self._applied_seq = ticket.seq
-            self.requests = self._corrected(self.requests, snapshot.requests, self.ceiling.rpm,
-                                            self._requests_ledger - ticket.requests_ledger,
-                                            ticket, now)
-            self.tokens = self._corrected(self.tokens, snapshot.tokens, self.ceiling.tpm,
-                                          self._tokens_ledger - ticket.tokens_ledger, ticket, now)
+            self.requests = self._corrected(
+                self.requests,
+                snapshot.requests,
+                ceiling=self.ceiling.rpm,
+                admitted_since=self._requests_ledger - ticket.requests_ledger,
+                ticket=ticket,
+                now=now,
+            )
+            self.tokens = self._corrected(
+                self.tokens,
+                snapshot.tokens,
+                ceiling=self.ceiling.tpm,
+                admitted_since=self._tokens_ledger - ticket.tokens_ledger,
+                ticket=ticket,
+                now=now,
+            )
             self.phase = Phase.LEARNED
             return True
         if snapshot is None and answered and self.phase is Phase.PROBING:
@@ -211,9 +231,17 @@ class KeyLimits:
                 self._go_blind(now)
         return False
 
-    def _corrected(self, bucket: Bucket | None, reading: LimitReading | None,
-                   ceiling: float | None, admitted_since: float, ticket: Ticket,
-                   now: float) -> Bucket | None:
+    def _corrected(
+        self,
+        bucket: Bucket | None,
+        reading: LimitReading | None,
+        *,
+        ceiling: float | None,
+        admitted_since: float,
+        ticket: Ticket,
+        now: float,
+    ) -> Bucket | None:
+        """Return the bucket as the server described it, less what was admitted since."""
         if reading is None:
             if bucket is None and ceiling is not None:
                 return Bucket(ceiling, self.ceiling.window_seconds, 0.0, now)

@@ -10,7 +10,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 from tenacity.wait import wait_base
 
@@ -64,10 +65,8 @@ class RetryPolicy:
         return AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
             wait=_ServerAwareWait(
-                wait_exponential_jitter(
-                    initial=self.initial_backoff, max=self.max_backoff,
-                    jitter=self.initial_backoff,
-                )
+                wait_exponential(multiplier=self.initial_backoff, max=self.max_backoff)
+                + wait_random(0, self.initial_backoff)
             ),
             retry=retry_if_exception(self.should_retry),
             sleep=sleep,

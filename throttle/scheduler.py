@@ -102,8 +102,15 @@ class Scheduler:
         max_in_flight: attempts admitted and not yet answered, over all keys.
     """
 
-    def __init__(self, backend: LimitBackend, *, clock: Clock, retry: RetryPolicy,
-                 events: EventHub, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        backend: LimitBackend,
+        *,
+        clock: Clock,
+        retry: RetryPolicy,
+        events: EventHub,
+        max_in_flight: int,
+    ) -> None:
         self.breakers = QuotaBreakers()
         self._admission = Admission(backend, clock, max_in_flight)
         self._clock = clock
@@ -139,8 +146,10 @@ class Scheduler:
             async with asyncio.timeout(request.deadline) as scope:
                 return await retrying(self._attempt, request, seq, progress)
         except RetryError as exhausted:
-            last = progress.last_error
-            assert last is not None, exhausted  # noqa: S101 - tenacity only stops after a failure
+            last = exhausted.last_attempt.exception()
+            if not isinstance(last, ThrottleError):  # only ThrottleErrors are ever retried
+                raise
+            error_type = RetryExhaustedError.__name__
             raise RetryExhaustedError(last, progress.attempts) from last
         except TimeoutError as timeout:
             if request.deadline is None or not scope.expired():
@@ -168,16 +177,26 @@ class Scheduler:
             reply = await request.send()
         except ThrottleError as error:
             await self._admission.release(key, ticket, None, answered=False, succeeded=False)
-            self._events.emit(AttemptFinished(key, attempt, Verdict.TRANSPORT_ERROR, None,
-                                              self._clock.now() - sent_at))
+            self._events.emit(
+                AttemptFinished(
+                    key, attempt, Verdict.TRANSPORT_ERROR, None, self._clock.now() - sent_at
+                )
+            )
             raise self._failed(error, progress) from None
         except BaseException:
             await self._admission.release(key, ticket, None, answered=False, succeeded=False)
             raise
         await self._learn(key, ticket, reply, attempt)
-        self._events.emit(AttemptFinished(key, attempt, reply.classification.verdict,
-                                          reply.status, self._clock.now() - sent_at,
-                                          reply.request_id))
+        self._events.emit(
+            AttemptFinished(
+                key,
+                attempt,
+                reply.classification.verdict,
+                reply.status,
+                self._clock.now() - sent_at,
+                reply.request_id,
+            )
+        )
         if reply.classification.error is not None:
             raise self._failed(reply.classification.error, progress)
         return cast(T, reply.value)
@@ -185,15 +204,17 @@ class Scheduler:
     async def _learn(self, key: BucketKey, ticket: Ticket, reply: Reply[T], attempt: int) -> None:
         """Correct the buckets from the answer; cool the key down or open its breaker."""
         verdict, error = reply.classification.verdict, reply.classification.error
-        applied = await self._admission.release(key, ticket, reply.snapshot, answered=True,
-                                                succeeded=verdict is Verdict.SUCCESS)
+        applied = await self._admission.release(
+            key, ticket, reply.snapshot, answered=True, succeeded=verdict is Verdict.SUCCESS
+        )
         if applied and reply.snapshot is not None:
             self._events.emit(LimitsObserved(key, reply.snapshot))
         if isinstance(error, RateLimitError):
             delay = error.retry_after
             if delay is None:  # no delay and no headers: back off as for a server error
-                delay = min(self._retry.initial_backoff * 2 ** (attempt - 1),
-                            self._retry.max_backoff)
+                delay = min(
+                    self._retry.initial_backoff * 2 ** (attempt - 1), self._retry.max_backoff
+                )
             if delay <= self._retry.max_server_wait:
                 await self._admission.cool_down(key, self._clock.now() + delay)
         elif isinstance(error, QuotaExhaustedError):
@@ -203,8 +224,9 @@ class Scheduler:
         if not self.breakers.trip(identity, error.details):
             return
         self._events.emit(QuotaBreakerOpened(identity, error.server_message))
-        self._admission.fail_waiting(lambda key: key.identity == identity,
-                                     lambda: self.breakers.error(identity))
+        self._admission.fail_waiting(
+            lambda key: key.identity == identity, lambda: self.breakers.error(identity)
+        )
 
     def reset_quota_breaker(self, identity: str | None = None) -> None:
         """Let requests flow again on ``identity`` (or every identity) after billing was fixed."""

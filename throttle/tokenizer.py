@@ -87,7 +87,7 @@ class EncodingCache:
     def _load(self, encoding_name: str) -> Encoder | None:
         try:
             return self._loader(encoding_name)
-        except Exception as exc:  # noqa: BLE001 - any loader failure means "fall back"
+        except Exception as exc:
             logger.warning(
                 "tiktoken encoding %s is unavailable (%s: %s); estimating tokens from "
                 "UTF-8 length instead. Provision the BPE files (TIKTOKEN_CACHE_DIR) for exact "

@@ -38,9 +38,9 @@ def prompt_tokens(body: Mapping[str, object]) -> int:
 
 def output_cap(body: Mapping[str, object]) -> int:
     """The output a request may produce: ``n`` x its ``max_*_tokens`` (0 when unset)."""
-    cap = next((body[f] for f in _OUTPUT_FIELDS if isinstance(body.get(f), int)), 0)
+    caps = [value for f in _OUTPUT_FIELDS if isinstance(value := body.get(f), int)]
     n = body.get("n")
-    return int(cap) * (n if isinstance(n, int) and n > 0 else 1)  # type: ignore[call-overload]
+    return (caps[0] if caps else 0) * (n if isinstance(n, int) and n > 0 else 1)
 
 
 @dataclass(slots=True)

@@ -23,8 +23,16 @@ def error_body(message: str, kind: str | None, code: str | None) -> dict[str, An
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-def rate_limit_body(*, model: str, org: str, limit_type: str, limit: float, used: float,
-                    requested: float, wait: float) -> dict[str, Any]:
+def rate_limit_body(
+    *,
+    model: str,
+    org: str,
+    limit_type: str,
+    limit: float,
+    used: float,
+    requested: float,
+    wait: float,
+) -> dict[str, Any]:
     """Return OpenAI's 429 rate_limit_exceeded body for a requests, tokens or daily limit."""
     message = (
         f"Rate limit reached for {model} in organization {org} on {_UNIT_NAMES[limit_type]}: "
@@ -87,13 +95,18 @@ def chat_completion(model: str, prompt: int, completion: int, request_id: str) -
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": " ".join(_words(completion))},
-            "finish_reason": "stop",
-        }],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                  "total_tokens": prompt + completion},
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": " ".join(_words(completion))},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
     }
 
 
@@ -105,16 +118,22 @@ def response_object(model: str, prompt: int, completion: int, request_id: str) -
         "created_at": int(time.time()),
         "status": "completed",
         "model": model,
-        "output": [{
-            "type": "message",
-            "id": f"msg_{request_id}",
-            "role": "assistant",
-            "status": "completed",
-            "content": [{"type": "output_text", "text": " ".join(_words(completion)),
-                         "annotations": []}],
-        }],
-        "usage": {"input_tokens": prompt, "output_tokens": completion,
-                  "total_tokens": prompt + completion},
+        "output": [
+            {
+                "type": "message",
+                "id": f"msg_{request_id}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [
+                    {"type": "output_text", "text": " ".join(_words(completion)), "annotations": []}
+                ],
+            }
+        ],
+        "usage": {
+            "input_tokens": prompt,
+            "output_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
     }
 
 
@@ -125,42 +144,72 @@ def embeddings(model: str, inputs: list[object], prompt: int, dimensions: int) -
         digest = hashlib.sha256(json.dumps(item).encode()).digest()
         vector = [(digest[i % len(digest)] - 128) / 128 for i in range(dimensions)]
         data.append({"object": "embedding", "index": index, "embedding": vector})
-    return {"object": "list", "data": data, "model": model,
-            "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+    }
 
 
-def chat_stream_events(model: str, prompt: int, completion: int, request_id: str,
-                       include_usage: bool) -> list[str]:
+def chat_stream_events(
+    model: str, prompt: int, completion: int, request_id: str, include_usage: bool
+) -> list[str]:
     """Return the SSE ``data:`` payloads of a streamed chat completion, ``[DONE]`` last."""
-    base = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": model}
+    base = {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
     events: list[Mapping[str, Any]] = [
-        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                              "finish_reason": None}]}
+        {
+            **base,
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            ],
+        }
     ]
     events += [
-        {**base, "choices": [{"index": 0, "delta": {"content": f" {word}"},
-                              "finish_reason": None}]}
+        {**base, "choices": [{"index": 0, "delta": {"content": f" {word}"}, "finish_reason": None}]}
         for word in _words(completion)
     ]
     events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     if include_usage:
-        events.append({**base, "choices": [], "usage": {
-            "prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}})
+        events.append(
+            {
+                **base,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
+            }
+        )
     return [json.dumps(e) for e in events] + ["[DONE]"]
 
 
-def responses_stream_events(model: str, prompt: int, completion: int,
-                            request_id: str) -> list[tuple[str, str]]:
+def responses_stream_events(
+    model: str, prompt: int, completion: int, request_id: str
+) -> list[tuple[str, str]]:
     """Return (event name, data) pairs of a streamed response, ``response.completed`` last."""
     final = response_object(model, prompt, completion, request_id)
     created = {**final, "status": "in_progress", "output": [], "usage": None}
-    events = [("response.created", {"type": "response.created", "response": created})]
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"type": "response.created", "response": created})
+    ]
     events += [
-        ("response.output_text.delta",
-         {"type": "response.output_text.delta", "item_id": f"msg_{request_id}",
-          "output_index": 0, "content_index": 0, "delta": f" {word}"})
+        (
+            "response.output_text.delta",
+            {
+                "type": "response.output_text.delta",
+                "item_id": f"msg_{request_id}",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": f" {word}",
+            },
+        )
         for word in _words(completion)
     ]
     events.append(("response.completed", {"type": "response.completed", "response": final}))

@@ -80,7 +80,9 @@ class SimulatorConfig:
     """
 
     models: Mapping[str, ModelLimits] = field(default_factory=dict)
-    default_limits: ModelLimits = field(default_factory=lambda: ModelLimits(rpm=3000, tpm=1_000_000))
+    default_limits: ModelLimits = field(
+        default_factory=lambda: ModelLimits(rpm=3000, tpm=1_000_000)
+    )
     start_level: float = 1.0
     latency: float = 0.05
     latency_jitter: float = 0.0

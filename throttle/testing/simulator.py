@@ -77,6 +77,18 @@ class SimulatorStats:
         return data
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Call:
+    """One request being served: what it asked, for whom, and the headers of its answer."""
+
+    request: web.Request
+    payload: dict[str, Any]
+    model: str
+    org: str
+    azure: bool
+    headers: dict[str, str]
+
+
 class SimulatedAPI:
     """The simulated API server (an async context manager).
 
@@ -86,8 +98,9 @@ class SimulatedAPI:
         port: 0 for any free port.
     """
 
-    def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+    def __init__(
+        self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.config = config or SimulatorConfig()
         self.stats = SimulatorStats()
         self._host, self._port = host, port
@@ -128,7 +141,7 @@ class SimulatedAPI:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port nowhere else
+        server = site._server
         assert isinstance(server, asyncio.base_events.Server)  # noqa: S101
         self._port = server.sockets[0].getsockname()[1]
         self._started_at = time.monotonic()
@@ -167,8 +180,11 @@ class SimulatedAPI:
         pool = self._pools.get(key)
         if pool is None:
             start = self.config.start_level
-            day = (ServerBucket(limits.rpd, limits.rpd * start, now, DAY_SECONDS)
-                   if limits.rpd else None)
+            day = (
+                ServerBucket(limits.rpd, limits.rpd * start, now, DAY_SECONDS)
+                if limits.rpd
+                else None
+            )
             pool = self._pools[key] = Pool(
                 ServerBucket(limits.rpm, limits.rpm * start, now),
                 ServerBucket(limits.tpm, limits.tpm * start, now),
@@ -197,9 +213,12 @@ class SimulatedAPI:
             return self._scripted.pop(0)
         faults = self.config.faults
         roll = self._random.random()
-        for name, chance in (("server_error", faults.server_error),
-                             ("overloaded", faults.overloaded), ("drop", faults.drop),
-                             ("truncate", faults.truncate)):
+        for name, chance in (
+            ("server_error", faults.server_error),
+            ("overloaded", faults.overloaded),
+            ("drop", faults.drop),
+            ("truncate", faults.truncate),
+        ):
             if roll < chance:
                 return name
             roll -= chance
@@ -218,8 +237,9 @@ class SimulatedAPI:
         org = self._organization(request)
         if org is None:
             self.stats.rejected += 1
-            body = bodies.error_body("Incorrect API key provided.", "invalid_request_error",
-                                     "invalid_api_key")
+            body = bodies.error_body(
+                "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+            )
             return web.json_response(body, status=401, headers=headers)
         deployment = request.match_info["tail"].split("/")
         azure = len(deployment) > 2 and deployment[:2] == ["openai", "deployments"]
@@ -233,128 +253,159 @@ class SimulatedAPI:
         model = deployment[2] if azure else (payload or {}).get("model")
         if not isinstance(payload, dict) or not isinstance(model, str):
             self.stats.rejected += 1
-            body = bodies.error_body("We could not parse the JSON body of your request, or it "
-                                     "names no model.", "invalid_request_error", None)
+            body = bodies.error_body(
+                "We could not parse the JSON body of your request, or it names no model.",
+                "invalid_request_error",
+                None,
+            )
             return web.json_response(body, status=400, headers=headers)
-        return await self._serve(request, payload, model, org, azure, headers)
+        return await self._serve(_Call(request, payload, model, org, azure, headers))
 
-    async def _serve(self, request: web.Request, payload: dict[str, Any], model: str, org: str,
-                     azure: bool, headers: dict[str, str]) -> web.StreamResponse:
+    async def _serve(self, call: _Call) -> web.StreamResponse:
         now = time.monotonic()
         fault = self._next_fault()
         if fault is not None and fault != "truncate":
             self.stats.injected[fault] += 1
             if fault == "drop":
-                assert request.transport is not None  # noqa: S101 - a live request has one
-                request.transport.abort()
+                assert call.request.transport is not None  # noqa: S101 - a live request has one
+                call.request.transport.abort()
                 return web.Response(status=500)
-            status, body = ((500, bodies.SERVER_ERROR_BODY) if fault == "server_error"
-                            else (503, bodies.OVERLOADED_BODY))
-            return web.json_response(body, status=status, headers=headers)
+            status, body = (
+                (500, bodies.SERVER_ERROR_BODY)
+                if fault == "server_error"
+                else (503, bodies.OVERLOADED_BODY)
+            )
+            return web.json_response(body, status=status, headers=call.headers)
         self._apply_due_changes(now)
-        kind = endpoint_kind(request.path)
-        prompt = prompt_tokens(payload)
-        cost = prompt if kind == "embeddings" else prompt + output_cap(payload)
-        refusal = self._charge(org, model, cost, now, azure, headers)
+        kind = endpoint_kind(call.request.path)
+        prompt = prompt_tokens(call.payload)
+        cost = prompt if kind == "embeddings" else prompt + output_cap(call.payload)
+        refusal = self._charge(call, cost, now)
         if refusal is not None:
             return refusal
-        await asyncio.sleep(self.config.latency + self._random.uniform(0, self.config.latency_jitter))
-        completion = min(output_cap(payload) or self.config.completion_tokens,
-                         self.config.completion_tokens)
-        truncate = fault == "truncate"
-        if payload.get("stream"):
-            return await self._stream(request, kind, model, prompt, completion, payload,
-                                      headers, truncate)
+        jitter = self._random.uniform(0, self.config.latency_jitter)
+        await asyncio.sleep(self.config.latency + jitter)
+        cap = output_cap(call.payload)
+        completion = min(cap or self.config.completion_tokens, self.config.completion_tokens)
+        if call.payload.get("stream"):
+            return await self._stream(call, kind, prompt, completion, fault == "truncate")
         self._succeeded()
-        rid = headers["x-request-id"]
+        return web.json_response(self._answer(call, kind, prompt, completion), headers=call.headers)
+
+    def _answer(self, call: _Call, kind: str, prompt: int, completion: int) -> dict[str, Any]:
+        rid = call.headers["x-request-id"]
         if kind == "responses":
-            answer = bodies.response_object(model, prompt, completion, rid)
-        elif kind == "embeddings":
-            raw = payload.get("input")
-            inputs = raw if isinstance(raw, list) and raw and not isinstance(raw[0], int) else [raw]
-            answer = bodies.embeddings(model, inputs, prompt, int(payload.get("dimensions", 8)))
-        else:
-            answer = bodies.chat_completion(model, prompt, completion, rid)
-        return web.json_response(answer, headers=headers)
+            return bodies.response_object(call.model, prompt, completion, rid)
+        if kind == "embeddings":
+            raw = call.payload.get("input")
+            many = isinstance(raw, list) and bool(raw) and not isinstance(raw[0], int)
+            inputs = raw if many and isinstance(raw, list) else [raw]
+            dimensions = int(call.payload.get("dimensions", 8))
+            return bodies.embeddings(call.model, inputs, prompt, dimensions)
+        return bodies.chat_completion(call.model, prompt, completion, rid)
 
     def _succeeded(self) -> None:
         self.stats.succeeded += 1
         self.stats.last_success_at = time.monotonic()
 
-    def _charge(self, org: str, model: str, cost: int, now: float, azure: bool,
-                headers: dict[str, str]) -> web.Response | None:
+    def _refusal(self, pool: Pool, cost: int, now: float) -> tuple[str, float, float, float] | None:
+        """Return (limit type, limit, used, seconds to wait) when a bucket is short, else None."""
+        if pool.day is not None and pool.day.level_at(now) < 1:
+            day = pool.day
+            return (
+                "requests_per_day",
+                day.capacity,
+                day.capacity - day.level,
+                day.seconds_until(1, now),
+            )
+        if pool.requests.level_at(now) < 1:
+            requests = pool.requests
+            return (
+                "requests",
+                requests.capacity,
+                requests.capacity - requests.level,
+                requests.seconds_until(1, now),
+            )
+        if pool.tokens.level_at(now) < cost:
+            tokens = pool.tokens
+            return (
+                "tokens",
+                tokens.capacity,
+                tokens.capacity - tokens.level,
+                tokens.seconds_until(cost, now),
+            )
+        return None
+
+    def _charge(self, call: _Call, cost: int, now: float) -> web.Response | None:
         """Charge the request, or return the 429 that refuses it. Fills in rate headers."""
         quota = self.config.quota_tokens
-        if quota is not None and self._charged_by_org[org] >= quota:
+        if quota is not None and self._charged_by_org[call.org] >= quota:
             self.stats.quota_errors += 1
             self.stats.first_quota_error_at = self.stats.first_quota_error_at or now
-            return web.json_response(bodies.QUOTA_BODY, status=429, headers=headers)
-        pool = self._pool(org, model, now)
-        refusal: tuple[str, float, float, float] | None = None  # type, limit, used, wait
+            return web.json_response(bodies.QUOTA_BODY, status=429, headers=call.headers)
+        pool = self._pool(call.org, call.model, now)
         if pool.tokens.capacity < cost:
             self.stats.too_large += 1
-            self._rate_headers(pool, now, headers)
-            body = bodies.too_large_body(model=model, org=org, limit=pool.tokens.capacity,
-                                         requested=cost)
-            return web.json_response(body, status=429, headers=headers)
-        if pool.day is not None and pool.day.level_at(now) < 1:
-            refusal = ("requests_per_day", pool.day.capacity,
-                       pool.day.capacity - pool.day.level, pool.day.seconds_until(1, now))
-        elif pool.requests.level_at(now) < 1:
-            refusal = ("requests", pool.requests.capacity,
-                       pool.requests.capacity - pool.requests.level,
-                       pool.requests.seconds_until(1, now))
-        elif pool.tokens.level_at(now) < cost:
+            self._rate_headers(pool, now, call.headers)
+            body = bodies.too_large_body(
+                model=call.model, org=call.org, limit=pool.tokens.capacity, requested=cost
+            )
+            return web.json_response(body, status=429, headers=call.headers)
+        refusal = self._refusal(pool, cost, now)
+        if refusal is None or refusal[0] == "tokens":
             pool.requests.level -= 1  # a refused request still counts against RPM
-            refusal = ("tokens", pool.tokens.capacity, pool.tokens.capacity - pool.tokens.level,
-                       pool.tokens.seconds_until(cost, now))
         if refusal is None:
-            pool.requests.level -= 1
             pool.tokens.level -= cost
             if pool.day is not None:
                 pool.day.level -= 1
-            self._charged_by_org[org] += cost
+            self._charged_by_org[call.org] += cost
             self.stats.charged_tokens += cost
-        self._rate_headers(pool, now, headers)
+        self._rate_headers(pool, now, call.headers)
         if refusal is None:
             return None
         limit_type, limit, used, wait = refusal
         self.stats.rate_limited[limit_type] += 1
-        if azure:
+        if call.azure:
             body = bodies.azure_rate_limit_body(wait)
         else:
-            body = bodies.rate_limit_body(model=model, org=org, limit_type=limit_type,
-                                          limit=limit, used=used,
-                                          requested=cost if limit_type == "tokens" else 1,
-                                          wait=wait)
-        if self.config.retry_after_header or azure:
-            headers["retry-after-ms"] = f"{wait * 1000:.0f}"
-            headers["retry-after"] = str(max(1, math.ceil(wait)))
-        return web.json_response(body, status=429, headers=headers)
+            requested = cost if limit_type == "tokens" else 1
+            body = bodies.rate_limit_body(
+                model=call.model,
+                org=call.org,
+                limit_type=limit_type,
+                limit=limit,
+                used=used,
+                requested=requested,
+                wait=wait,
+            )
+        if self.config.retry_after_header or call.azure:
+            call.headers["retry-after-ms"] = f"{wait * 1000:.0f}"
+            call.headers["retry-after"] = str(max(1, math.ceil(wait)))
+        return web.json_response(body, status=429, headers=call.headers)
 
     def _rate_headers(self, pool: Pool, now: float, headers: dict[str, str]) -> None:
         if not self.config.rate_limit_headers:
             return
         for kind, bucket in (("requests", pool.requests), ("tokens", pool.tokens)):
+            remaining = max(0, math.floor(bucket.level_at(now)))
             headers[f"x-ratelimit-limit-{kind}"] = f"{bucket.capacity:.0f}"
-            headers[f"x-ratelimit-remaining-{kind}"] = f"{max(0, math.floor(bucket.level_at(now)))}"
+            headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
             headers[f"x-ratelimit-reset-{kind}"] = format_duration(bucket.seconds_to_full(now))
 
-    async def _stream(self, request: web.Request, kind: str, model: str, prompt: int,
-                      completion: int, payload: dict[str, Any], headers: dict[str, str],
-                      truncate: bool) -> web.StreamResponse:
-        response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        rid = headers["x-request-id"]
+    async def _stream(
+        self, call: _Call, kind: str, prompt: int, completion: int, truncate: bool
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={**call.headers, "Content-Type": "text/event-stream"})
+        await response.prepare(call.request)
+        rid = call.headers["x-request-id"]
         if kind == "responses":
-            lines = [f"event: {name}\ndata: {data}\n\n"
-                     for name, data in bodies.responses_stream_events(model, prompt, completion,
-                                                                       rid)]
+            events = bodies.responses_stream_events(call.model, prompt, completion, rid)
+            lines = [f"event: {name}\ndata: {data}\n\n" for name, data in events]
         else:
-            options = payload.get("stream_options")
+            options = call.payload.get("stream_options")
             usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            lines = [f"data: {data}\n\n"
-                     for data in bodies.chat_stream_events(model, prompt, completion, rid, usage)]
+            chunks = bodies.chat_stream_events(call.model, prompt, completion, rid, usage)
+            lines = [f"data: {data}\n\n" for data in chunks]
         if truncate:
             self.stats.injected["truncate"] += 1
             lines = lines[: max(1, len(lines) // 2)]
@@ -364,4 +415,3 @@ class SimulatedAPI:
         if not truncate:
             self._succeeded()
         return response
-

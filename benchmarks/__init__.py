@@ -1,0 +1,1 @@
+"""Benchmarks: performance targets, measured side by side against the simulator."""

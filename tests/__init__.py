@@ -1,0 +1,1 @@
+"""throttle's test suite."""

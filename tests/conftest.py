@@ -1,0 +1,34 @@
+"""Test set-up: real tiktoken encodings, provisioned offline and verified by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# tiktoken cache file name (sha1 of the download URL) -> the sha256 tiktoken expects.
+ENCODING_SHA256 = {
+    "9b5ad71b2ce5302211f9c61530b329a4922fc6a4": (  # cl100k_base
+        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+    ),
+    "fb374d419588a4632f3f557e76b4b70aebbca790": (  # o200k_base
+        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
+    ),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point tiktoken at the provisioned encodings and refuse to run on unverified ones."""
+    cache = Path(os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO / ".cache" / "tiktoken")))
+    for name, expected in ENCODING_SHA256.items():
+        path = cache / name
+        if not path.exists():
+            raise pytest.UsageError(
+                f"tiktoken encoding {path} is missing: run scripts/check (or "
+                f"python scripts/provision_tiktoken.py {cache})"
+            )
+        if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            raise pytest.UsageError(f"tiktoken encoding {path} does not match its sha256")

@@ -1,0 +1,145 @@
+"""Tests for the admission queue, on a hand-driven clock (no real sleeping)."""
+
+import asyncio
+
+import pytest
+
+from throttle import BucketKey, MemoryBackend, QuotaExhaustedError
+from throttle.admission import Admission
+from throttle.errors import ErrorDetails
+from throttle.headers import LimitReading, RateLimitSnapshot
+from throttle.limits import AdmissionPolicy, Cost, Ticket
+from throttle.testing import ManualClock
+
+KEY = BucketKey("key-test", "gpt-4o")
+
+
+class CountingBackend(MemoryBackend):
+    """The real in-memory backend, counting how often admission asks it."""
+
+    def __init__(self) -> None:
+        super().__init__(policy=AdmissionPolicy(reserve_fraction=0.0))
+        self.asked = 0
+
+    async def try_admit(self, key: BucketKey, cost: Cost, now: float) -> Ticket | float:
+        """Count, then delegate."""
+        self.asked += 1
+        return await super().try_admit(key, cost, now)
+
+
+async def learned_admission(
+    rpm: float,
+    *,
+    max_in_flight: int = 100,
+) -> tuple[Admission, CountingBackend, ManualClock]:
+    """An admission whose key learned `rpm` requests per minute and has none left."""
+    clock, backend = ManualClock(), CountingBackend()
+    admission = Admission(backend, clock, max_in_flight)
+    probe = await admission.admit(KEY, Cost(0), 0, -1)
+    snapshot = RateLimitSnapshot(requests=LimitReading(rpm, 0))
+    await admission.release(KEY, probe, snapshot, answered=True, succeeded=True)
+    return admission, backend, clock
+
+
+async def admit_in_order(
+    admission: Admission, clock: ManualClock, waiters: list[tuple[int, int]], seconds: int
+) -> list[int]:
+    """Queue (priority, seq) waiters, run the clock second by second, return admission order."""
+    order: list[int] = []
+
+    async def admit(priority: int, seq: int) -> None:
+        await admission.admit(KEY, Cost(0), priority, seq)
+        order.append(seq)
+
+    tasks = [asyncio.create_task(admit(p, s)) for p, s in waiters]
+    await clock.advance(0)
+    for _ in range(seconds):
+        await clock.advance(1)
+    await asyncio.gather(*tasks)
+    return order
+
+
+async def test_waiters_are_admitted_first_come_first_served() -> None:
+    """Within one priority, admission follows submission order."""
+    admission, _, clock = await learned_admission(rpm=60)
+    order = await admit_in_order(admission, clock, [(0, s) for s in range(5)], seconds=5)
+    assert order == [0, 1, 2, 3, 4]
+
+
+async def test_smaller_priority_goes_first() -> None:
+    """Priority 0 waiters pass priority 1 waiters queued before them."""
+    admission, _, clock = await learned_admission(rpm=60)
+    order = await admit_in_order(admission, clock, [(1, 0), (1, 1), (0, 2), (0, 3)], seconds=4)
+    assert order == [2, 3, 0, 1]
+
+
+async def test_admission_waits_exactly_as_long_as_the_bucket_needs() -> None:
+    """At 60 RPM with an empty bucket the first waiter is admitted after one second."""
+    admission, _, clock = await learned_admission(rpm=60)
+    task = asyncio.create_task(admission.admit(KEY, Cost(0), 0, 0))
+    await clock.advance(0.99)
+    assert not task.done()
+    await clock.advance(0.02)
+    assert isinstance(task.result(), Ticket)
+
+
+async def test_waiting_does_not_poll() -> None:
+    """A waiter due in 30 s costs one backend call, not one per tick."""
+    admission, backend, clock = await learned_admission(rpm=2)
+    asked_before = backend.asked
+    task = asyncio.create_task(admission.admit(KEY, Cost(0), 0, 0))
+    for _ in range(29):
+        await clock.advance(1)
+    assert backend.asked - asked_before == 1
+    await clock.advance(1)
+    assert task.done()
+    assert backend.asked - asked_before == 2
+
+
+async def test_cancelled_waiter_does_not_block_or_consume() -> None:
+    """A caller that gives up leaves the queue; the next waiter takes its turn."""
+    admission, _, clock = await learned_admission(rpm=60)
+    quitter = asyncio.create_task(admission.admit(KEY, Cost(0), 0, 0))
+    stayer = asyncio.create_task(admission.admit(KEY, Cost(0), 0, 1))
+    await clock.advance(0.5)
+    quitter.cancel()
+    await clock.advance(0.6)
+    assert quitter.cancelled()
+    assert isinstance(stayer.result(), Ticket)
+
+
+async def test_in_flight_cap_holds_admission_until_a_release() -> None:
+    """With max_in_flight=2 the third attempt waits for one of the first two to finish."""
+    clock = ManualClock()
+    admission = Admission(MemoryBackend(), clock, max_in_flight=2)
+    first = await admission.admit(KEY, Cost(0), 0, 0)
+    await admission.release(
+        KEY,
+        first,
+        RateLimitSnapshot(requests=LimitReading(1e6, 1e6)),
+        answered=True,
+        succeeded=True,
+    )
+    held = [await admission.admit(KEY, Cost(0), 0, s) for s in (1, 2)]
+    third = asyncio.create_task(admission.admit(KEY, Cost(0), 0, 3))
+    await clock.advance(0)
+    assert not third.done()
+    await admission.release(KEY, held[0], None, answered=True, succeeded=True)
+    await clock.advance(0)
+    assert isinstance(third.result(), Ticket)
+
+
+async def test_fail_waiting_fails_every_queued_attempt_of_matching_keys() -> None:
+    """Opening a breaker fails the queue at once with the breaker's error."""
+    admission, _, clock = await learned_admission(rpm=1)
+    details = ErrorDetails(429, "insufficient_quota", "insufficient_quota", "no money")
+    tasks = [asyncio.create_task(admission.admit(KEY, Cost(0), 0, s)) for s in range(3)]
+    await clock.advance(0)
+    failed = admission.fail_waiting(
+        lambda key: key.identity == KEY.identity, lambda: QuotaExhaustedError(details)
+    )
+    assert failed == 3
+    for task in tasks:
+        with pytest.raises(QuotaExhaustedError, match="no money"):
+            await task
+    assert admission.waiting() == 0

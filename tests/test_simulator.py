@@ -1,0 +1,261 @@
+"""Tests that the simulated API behaves like the real one where throttle depends on it."""
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from throttle import parse_duration, parse_rate_limit_headers
+from throttle.testing import (
+    Faults,
+    LimitChange,
+    ModelLimits,
+    SimulatedAPI,
+    SimulatorConfig,
+)
+
+AUTH = {"Authorization": "Bearer sk-sim"}
+
+
+def chat(max_tokens: int = 10, **extra: Any) -> dict[str, Any]:
+    """A chat body."""
+    return {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "x" * 40}],
+        "max_tokens": max_tokens,
+        **extra,
+    }
+
+
+async def post(
+    sim: SimulatedAPI, path: str, body: Any, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], Any]:
+    """POST raw JSON and return status, headers and decoded body."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{sim.base_url}/{path}", json=body, headers=headers or AUTH) as response,
+    ):
+        text = await response.text()
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            decoded = text
+        return response.status, {k.lower(): v for k, v in response.headers.items()}, decoded
+
+
+async def test_success_carries_real_rate_limit_headers() -> None:
+    """Limit, remaining and Go-style reset headers for requests and tokens."""
+    config = SimulatorConfig(latency=0, default_limits=ModelLimits(rpm=100, tpm=10_000))
+    async with SimulatedAPI(config) as sim:
+        status, headers, body = await post(sim, "chat/completions", chat())
+    assert status == 200
+    snapshot = parse_rate_limit_headers(headers)
+    assert snapshot is not None
+    assert snapshot.requests is not None
+    assert snapshot.tokens is not None
+    assert (snapshot.requests.limit, snapshot.requests.remaining) == (100, 99)
+    charged = body["usage"]["prompt_tokens"] + 10
+    assert snapshot.tokens.remaining == 10_000 - charged
+    assert parse_duration(headers["x-ratelimit-reset-tokens"]) == pytest.approx(
+        charged / 10_000 * 60, abs=0.01
+    )
+    assert headers["x-request-id"].startswith("req_")
+
+
+async def test_server_counts_tokens_by_characters_not_tiktoken() -> None:
+    """40 characters are 10 prompt tokens plus 4 framing: the server's own arithmetic."""
+    async with SimulatedAPI(SimulatorConfig(latency=0)) as sim:
+        _, _, body = await post(sim, "chat/completions", chat())
+    assert body["usage"]["prompt_tokens"] == 14
+
+
+async def test_drained_bucket_answers_429_with_the_real_body() -> None:
+    """start_level 0: the first request meets an empty requests bucket."""
+    config = SimulatorConfig(
+        latency=0, start_level=0.0, default_limits=ModelLimits(rpm=60, tpm=10_000)
+    )
+    async with SimulatedAPI(config) as sim:
+        status, headers, body = await post(sim, "chat/completions", chat())
+    assert status == 429
+    assert body["error"]["code"] == "rate_limit_exceeded"
+    assert body["error"]["type"] == "requests"
+    assert "on requests per min (RPM): Limit 60, Used 60, Requested 1." in body["error"]["message"]
+    assert "Please try again in 1s." in body["error"]["message"]
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert sim.stats.rate_limited["requests"] == 1
+
+
+async def test_token_limit_429_names_tpm_and_counts_the_request() -> None:
+    """Tokens short but requests available: a TPM 429 that still uses up a request."""
+    config = SimulatorConfig(latency=0, default_limits=ModelLimits(rpm=60, tpm=100))
+    async with SimulatedAPI(config) as sim:
+        await post(sim, "chat/completions", chat(max_tokens=70))
+        status, headers, body = await post(sim, "chat/completions", chat(max_tokens=70))
+    assert status == 429
+    assert "tokens per min (TPM)" in body["error"]["message"]
+    assert headers["x-ratelimit-remaining-requests"] == "58"
+
+
+async def test_request_too_large_and_daily_limit_bodies() -> None:
+    """Oversized requests and exhausted daily limits get their own 429 messages."""
+    config = SimulatorConfig(latency=0, default_limits=ModelLimits(rpm=60, tpm=100, rpd=1))
+    async with SimulatedAPI(config) as sim:
+        _, _, too_large = await post(sim, "chat/completions", chat(max_tokens=500))
+        await post(sim, "chat/completions", chat())
+        _, _, daily = await post(sim, "chat/completions", chat())
+    assert too_large["error"]["message"].startswith("Request too large for gpt-4o-mini")
+    assert "Limit 100, Requested 514" in too_large["error"]["message"]
+    assert "requests per day (RPD)" in daily["error"]["message"]
+
+
+async def test_quota_budget_turns_into_insufficient_quota() -> None:
+    """Past the token budget every request gets the billing 429."""
+    async with SimulatedAPI(SimulatorConfig(latency=0, quota_tokens=20)) as sim:
+        first, _, _ = await post(sim, "chat/completions", chat())
+        second, _, body = await post(sim, "chat/completions", chat())
+        await post(sim, "chat/completions", chat())
+    assert (first, second) == (200, 429)
+    assert body["error"]["code"] == "insufficient_quota"
+    assert sim.stats.received_after_quota == 1
+
+
+async def test_azure_deployment_urls_use_api_key_and_azure_429s() -> None:
+    """Azure paths take the model from the deployment and answer 429 Azure-style."""
+    config = SimulatorConfig(latency=0, start_level=0.0)
+    async with (
+        SimulatedAPI(config) as sim,
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{sim.azure_url('dep')}/chat/completions?api-version=1",
+            json={"messages": []},
+            headers={"api-key": "k"},
+        ) as response,
+    ):
+        body = await response.json()
+        headers = response.headers
+    assert response.status == 429
+    assert body["error"]["code"] == "429"
+    assert "retry-after-ms" in headers
+
+
+async def test_unknown_key_is_401_and_bad_json_is_400() -> None:
+    """Authentication and parsing failures use the real error shapes."""
+    config = SimulatorConfig(latency=0, organizations={"sk-good": "org-1"})
+    async with SimulatedAPI(config) as sim:
+        status, _, body = await post(
+            sim, "chat/completions", chat(), {"Authorization": "Bearer sk-bad"}
+        )
+        no_model, _, _ = await post(
+            sim, "chat/completions", {"messages": []}, {"Authorization": "Bearer sk-good"}
+        )
+    assert (status, body["error"]["code"]) == (401, "invalid_api_key")
+    assert no_model == 400
+
+
+async def test_chat_stream_ends_with_done_and_optional_usage() -> None:
+    """A streamed chat completion has a finish_reason, usage if asked, and [DONE]."""
+    async with SimulatedAPI(SimulatorConfig(latency=0)) as sim:
+        _, headers, text = await post(
+            sim, "chat/completions", chat(stream=True, stream_options={"include_usage": True})
+        )
+    events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["usage"]["completion_tokens"] == 10
+    assert json.loads(events[-3])["choices"][0]["finish_reason"] == "stop"
+    assert headers["content-type"].startswith("text/event-stream")
+
+
+async def test_truncated_stream_lacks_its_final_event() -> None:
+    """An injected truncation ends the stream without finish_reason or [DONE]."""
+    async with SimulatedAPI(SimulatorConfig(latency=0)) as sim:
+        sim.inject("truncate")
+        _, _, chat_text = await post(sim, "chat/completions", chat(stream=True))
+        sim.inject("truncate")
+        _, _, responses_text = await post(
+            sim, "responses", {"model": "gpt-5", "input": "hi", "stream": True}
+        )
+    assert "[DONE]" not in chat_text
+    assert '"finish_reason": "stop"' not in chat_text
+    assert "response.completed" not in responses_text
+    assert sim.stats.injected["truncate"] == 2
+
+
+async def test_responses_stream_ends_with_response_completed() -> None:
+    """The Responses API streams typed events ending in response.completed."""
+    async with SimulatedAPI(SimulatorConfig(latency=0)) as sim:
+        _, _, text = await post(sim, "responses", {"model": "gpt-5", "input": "hi", "stream": True})
+    names = [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+    assert names[0] == "response.created"
+    assert names[-1] == "response.completed"
+
+
+async def test_injected_server_errors_and_random_faults() -> None:
+    """Scripted 500/503 come first; seeded random faults are repeatable."""
+    config = SimulatorConfig(latency=0, faults=Faults(server_error=0.5, seed=7))
+    async with SimulatedAPI(config) as sim:
+        sim.inject("overloaded")
+        first, _, body = await post(sim, "chat/completions", chat())
+        statuses = [(await post(sim, "chat/completions", chat()))[0] for _ in range(20)]
+    assert first == 503
+    assert "overloaded" in body["error"]["message"]
+    assert 3 <= statuses.count(500) <= 17
+    assert sim.stats.injected["server_error"] == statuses.count(500)
+    with pytest.raises(ValueError, match="unknown fault"):
+        sim.inject("meteor")
+
+
+async def test_dropped_connection_gives_the_client_no_answer() -> None:
+    """A drop fault closes the connection; the client sees a connection error."""
+    async with SimulatedAPI(SimulatorConfig(latency=0)) as sim:
+        sim.inject("drop")
+        with pytest.raises(aiohttp.ClientError):
+            await post(sim, "chat/completions", chat())
+
+
+async def test_limit_changes_apply_at_their_time() -> None:
+    """A scheduled change lowers the limit reported in later headers."""
+    config = SimulatorConfig(latency=0, changes=[LimitChange(0.2, "gpt-4o-mini", tpm=5_000)])
+    async with SimulatedAPI(config) as sim:
+        _, before, _ = await post(sim, "chat/completions", chat())
+        await asyncio.sleep(0.25)
+        _, after, _ = await post(sim, "chat/completions", chat())
+    assert before["x-ratelimit-limit-tokens"] == "1000000"
+    assert after["x-ratelimit-limit-tokens"] == "5000"
+
+
+async def test_shared_group_models_share_one_pool() -> None:
+    """Two models in one group see one remaining-requests counter."""
+    config = SimulatorConfig(
+        latency=0,
+        models={
+            "a": ModelLimits(rpm=100, tpm=100_000, group="g"),
+            "b": ModelLimits(rpm=100, tpm=100_000, group="g"),
+        },
+    )
+    async with SimulatedAPI(config) as sim:
+        await post(sim, "chat/completions", {**chat(), "model": "a"})
+        _, headers, _ = await post(sim, "chat/completions", {**chat(), "model": "b"})
+    assert headers["x-ratelimit-remaining-requests"] == "98"
+
+
+async def test_embeddings_answer_one_vector_per_input() -> None:
+    """Embeddings return deterministic vectors of the asked dimension."""
+    async with SimulatedAPI(SimulatorConfig(latency=0)) as sim:
+        _, _, body = await post(
+            sim,
+            "embeddings",
+            {"model": "text-embedding-3-small", "input": ["a", "b", "c"], "dimensions": 4},
+        )
+    assert [len(item["embedding"]) for item in body["data"]] == [4, 4, 4]
+
+
+async def test_stats_endpoint_reports_counts() -> None:
+    """GET /_stats gives the counters as JSON, for pipelines in other processes."""
+    async with SimulatedAPI(SimulatorConfig(latency=0)) as sim, aiohttp.ClientSession() as s:
+        await post(sim, "chat/completions", chat())
+        async with s.get(sim.base_url.replace("/v1", "/_stats")) as response:
+            stats = await response.json()
+    assert stats["received"] == 1
+    assert stats["succeeded"] == 1
