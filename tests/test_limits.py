@@ -211,3 +211,87 @@ def test_invalid_policy_is_refused() -> None:
         AdmissionPolicy(reserve_fraction=1.0)
     with pytest.raises(ConfigurationError):
         AdmissionPolicy(probe_concurrency=0)
+
+
+class BiasedServer:
+    """The server side of a test: charges `bias` x the estimate; remaining as it would report."""
+
+    def __init__(self, capacity: float, bias: float) -> None:
+        # Half full: near capacity the refill is capped and calibration rightly stays out.
+        self.capacity, self.bias, self.level = capacity, bias, capacity / 2
+
+    def charge(self, tokens: float) -> RateLimitSnapshot:
+        """Charge a request and return the headers its answer will carry."""
+        self.level -= tokens * self.bias
+        return snapshot(self.capacity, self.level)
+
+
+def run_biased_job(state: KeyLimits, server: BiasedServer, requests: int, in_flight: int) -> None:
+    """Admit `requests` of 100 tokens with `in_flight` unanswered at a time (time stands still)."""
+    pending: list[tuple[Ticket, RateLimitSnapshot]] = []
+    for _ in range(requests):
+        ticket = admitted(state, Cost(100), 0)
+        pending.append((ticket, server.charge(100)))
+        if len(pending) > in_flight:
+            done, headers = pending.pop(0)
+            state.complete(done, headers, 0, answered=True, succeeded=True)
+
+
+def test_persistent_undercount_is_learned_as_a_token_scale() -> None:
+    """A server charging 1.5x every estimate teaches a scale of about 1.5."""
+    state = KeyLimits(Limits(), NO_RESERVE)
+    server = BiasedServer(capacity=10_000_000, bias=1.5)
+    probe = admitted(state, Cost(0), 0)
+    state.complete(probe, snapshot(server.capacity, server.level), 0, answered=True, succeeded=True)
+    run_biased_job(state, server, requests=200, in_flight=5)
+    assert state.token_scale == pytest.approx(1.5, rel=0.02)
+    assert state.tokens is not None
+    # Calibrated, the model (debiting the 5 unanswered at ~150 each) matches the server.
+    assert state.tokens.level == pytest.approx(server.level, abs=5 * 3)
+
+
+def test_calibration_stays_out_of_a_nearly_full_bucket() -> None:
+    """Near capacity the server's refill was capped: the gap says nothing about estimates."""
+    state = KeyLimits(Limits(), NO_RESERVE)
+    server = BiasedServer(capacity=10_000_000, bias=1.5)
+    server.level = server.capacity
+    probe = admitted(state, Cost(0), 0)
+    state.complete(probe, snapshot(server.capacity, server.level), 0, answered=True, succeeded=True)
+    run_biased_job(state, server, requests=50, in_flight=3)
+    assert state.token_scale == 1.0
+
+
+def test_overcounting_never_scales_below_one() -> None:
+    """Estimates above the server's count keep a scale of 1: slower never means unsafe."""
+    state = KeyLimits(Limits(), NO_RESERVE)
+    server = BiasedServer(capacity=10_000_000, bias=0.5)
+    probe = admitted(state, Cost(0), 0)
+    state.complete(probe, snapshot(server.capacity, server.level), 0, answered=True, succeeded=True)
+    run_biased_job(state, server, requests=100, in_flight=3)
+    assert state.token_scale == 1.0
+
+
+def test_refused_requests_do_not_drag_the_scale_down() -> None:
+    """A 429'd request was never charged; counting it as charged would hide an undercount."""
+    state = KeyLimits(Limits(), NO_RESERVE)
+    server = BiasedServer(capacity=10_000_000, bias=1.3)
+    probe = admitted(state, Cost(0), 0)
+    state.complete(probe, snapshot(server.capacity, server.level), 0, answered=True, succeeded=True)
+    for _ in range(100):
+        refused = admitted(state, Cost(100), 0)  # the server refuses it: no charge
+        state.complete(
+            refused, snapshot(server.capacity, server.level), 0, answered=True, succeeded=False
+        )
+        charged = admitted(state, Cost(100), 0)
+        state.complete(charged, server.charge(100), 0, answered=True, succeeded=True)
+    assert state.token_scale == pytest.approx(1.3, rel=0.03)
+
+
+def test_a_limit_change_is_not_mistaken_for_an_estimate_error() -> None:
+    """When the capacity changes, the level jump teaches the scale nothing."""
+    state = KeyLimits(Limits(), NO_RESERVE)
+    probe = admitted(state, Cost(0), 0)
+    state.complete(probe, snapshot(1_000_000, 1_000_000), 0, answered=True, succeeded=True)
+    ticket = admitted(state, Cost(100), 0)
+    state.complete(ticket, snapshot(10_000, 5_000), 0, answered=True, succeeded=True)
+    assert state.token_scale == 1.0

@@ -8,6 +8,15 @@ the request it answers. Requests admitted after that one were not yet counted, s
 is ``remaining + refill since then - what was admitted since``. A running total of admitted
 units (the ledger) makes "admitted since" one subtraction, and answers that arrive out of order
 are ignored when a later-admitted request's answer was already applied.
+
+How estimates are calibrated: the client's token estimate and the server's count differ (the
+server counts characters; tiktoken counts tokens), and a persistent undercount, times the
+requests in flight, overdraws the server's bucket. Between two corrections, the gap between the
+level the model predicted and the level the server reported is what the server charged beyond
+what was debited; with a second ledger of raw estimates that gives the true ratio of charges to
+estimates. The token scale (never below 1) moves toward that ratio and multiplies later
+estimates. Measuring the ratio, not the residual error, keeps the answers still in flight from
+making the feedback overshoot.
 """
 
 from __future__ import annotations
@@ -21,6 +30,9 @@ from throttle.errors import ConfigurationError, RequestTooLargeError
 from throttle.headers import LimitReading, RateLimitSnapshot
 
 DEFAULT_WINDOW_SECONDS = 60.0
+CALIBRATION_RATE = 0.5  # how far each measurement moves the token scale toward what it saw
+FULL = 0.95  # near capacity the server's refill was capped: the arithmetic no longer holds
+MAX_TOKEN_SCALE = 4.0  # the server is never assumed to charge more than 4x the estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +66,16 @@ class AdmissionPolicy:
     """How cautiously to admit.
 
     Attributes:
-        reserve_fraction: part of each bucket's capacity kept in hand against estimate errors
-            and answers still in flight (0.02 of a minute's budget is 1.2 s of refill: paid
-            once per job, not per request).
+        reserve_fraction: part of each bucket's capacity kept in hand against the noise in
+            estimates and answers still in flight (0.01 of a minute's budget is 0.6 s of
+            refill, paid once per job, not per request). Systematic estimate errors are
+            learned separately (see the module docstring).
         probe_concurrency: requests in flight on a key before its limits are known.
         blind_after: answers without rate-limit headers after which a key stops probing and
             runs on the configured limits alone (an answer that succeeded counts at once).
     """
 
-    reserve_fraction: float = 0.02
+    reserve_fraction: float = 0.01
     probe_concurrency: int = 1
     blind_after: int = 3
 
@@ -90,7 +103,9 @@ class Ticket:
         admitted_at: clock time of admission, taken as the time the server counted it.
         cost: what it drew.
         requests_ledger: running total of requests admitted on the key, this one included.
-        tokens_ledger: running total of tokens admitted on the key, this one included.
+        tokens_ledger: running total of tokens admitted on the key (calibrated), this one
+            included.
+        estimates_ledger: the same total, of raw estimates.
         probe: admitted while the key's limits were unknown.
     """
 
@@ -99,6 +114,7 @@ class Ticket:
     cost: Cost
     requests_ledger: float
     tokens_ledger: float
+    estimates_ledger: float
     probe: bool
 
 
@@ -130,12 +146,17 @@ class KeyLimits:
         self._requests_ledger = 0.0
         self._tokens_ledger = 0.0
         self._applied_seq = -1
+        self._estimates_ledger = 0.0
+        self._uncharged_estimates = 0.0  # admitted, but failed: the server charged nothing
+        self._applied = (0.0, 0.0, 0.0)  # tokens, estimates and uncharged ledgers at correction
         self._answers_without_headers = 0
+        self.token_scale = 1.0
 
     def __repr__(self) -> str:
         return (
             f"KeyLimits({self.phase}, requests={self.requests!r}, tokens={self.tokens!r}, "
-            f"in_flight={self.in_flight}, cool_down_until={self.cool_down_until:.3f})"
+            f"in_flight={self.in_flight}, token_scale={self.token_scale:.3f}, "
+            f"cool_down_until={self.cool_down_until:.3f})"
         )
 
     def try_admit(self, cost: Cost, now: float) -> Ticket | float:
@@ -153,31 +174,42 @@ class KeyLimits:
         probing = self.phase is Phase.PROBING
         if probing and self.in_flight >= self.policy.probe_concurrency:
             return math.inf
+        tokens = cost.tokens * self.token_scale
         wait = max(
-            self._seconds_until(self.requests, cost.requests, now),
-            self._seconds_until(self.tokens, cost.tokens, now),
+            self._seconds_until(self.requests, cost.requests, cost.requests, now),
+            self._seconds_until(self.tokens, cost.tokens, tokens, now),
         )
         if wait > 0:
             return wait
-        for bucket, amount in ((self.requests, cost.requests), (self.tokens, cost.tokens)):
+        for bucket, amount in ((self.requests, cost.requests), (self.tokens, tokens)):
             if bucket is not None:
                 bucket.take(amount, now)
         self._requests_ledger += cost.requests
-        self._tokens_ledger += cost.tokens
+        self._tokens_ledger += tokens
+        self._estimates_ledger += cost.tokens
         self.in_flight += 1
         self._next_seq += 1
         return Ticket(
-            self._next_seq, now, cost, self._requests_ledger, self._tokens_ledger, probing
+            self._next_seq,
+            now,
+            cost,
+            self._requests_ledger,
+            self._tokens_ledger,
+            self._estimates_ledger,
+            probing,
         )
 
-    def _seconds_until(self, bucket: Bucket | None, amount: float, now: float) -> float:
+    def _seconds_until(
+        self, bucket: Bucket | None, estimate: float, amount: float, now: float
+    ) -> float:
+        """Seconds until ``amount`` (``estimate`` calibrated) plus the reserve is available."""
         if bucket is None:
             return 0.0
-        if amount > bucket.capacity:
+        if estimate > bucket.capacity:
             raise RequestTooLargeError(
-                f"request needs {amount:g} but the whole bucket holds {bucket.capacity:g} "
+                f"request needs {estimate:g} but the whole bucket holds {bucket.capacity:g} "
                 f"per {bucket.window:g}s: it can never be sent",
-                requested=amount,
+                requested=estimate,
                 limit=bucket.capacity,
             )
         reserve = self.policy.reserve_fraction * bucket.capacity
@@ -205,8 +237,11 @@ class KeyLimits:
             ``True`` when the snapshot was applied to the buckets.
         """
         self.in_flight -= 1
+        if not succeeded:
+            self._uncharged_estimates += ticket.cost.tokens
         if snapshot is not None and ticket.seq > self._applied_seq:
             self._applied_seq = ticket.seq
+            predicted = self._level(self.tokens, now)
             self.requests = self._corrected(
                 self.requests,
                 snapshot.requests,
@@ -222,6 +257,19 @@ class KeyLimits:
                 admitted_since=self._tokens_ledger - ticket.tokens_ledger,
                 ticket=ticket,
                 now=now,
+            )
+            if predicted is not None and self.tokens is not None:
+                tokens_then, estimates_then, uncharged_then = self._applied
+                self._calibrate(
+                    predicted,
+                    debited=ticket.tokens_ledger - tokens_then,
+                    estimated=(ticket.estimates_ledger - estimates_then)
+                    - (self._uncharged_estimates - uncharged_then),
+                )
+            self._applied = (
+                ticket.tokens_ledger,
+                ticket.estimates_ledger,
+                self._uncharged_estimates,
             )
             self.phase = Phase.LEARNED
             return True
@@ -255,6 +303,32 @@ class KeyLimits:
             return Bucket(capacity, window, level, now)
         bucket.resync(capacity=capacity, level=level, now=now)
         return bucket
+
+    @staticmethod
+    def _level(bucket: Bucket | None, now: float) -> tuple[float, float] | None:
+        """Return (capacity, level at ``now``) as the model believes, or ``None``."""
+        if bucket is None:
+            return None
+        bucket.refill(now)
+        return bucket.capacity, bucket.level
+
+    def _calibrate(
+        self, predicted: tuple[float, float], *, debited: float, estimated: float
+    ) -> None:
+        """Move :attr:`token_scale` toward the ratio the server really charged.
+
+        Args:
+            predicted: (capacity, level) the model held just before the correction.
+            debited: calibrated tokens debited between the previous correction and this one.
+            estimated: raw estimates of those requests, less the ones that failed uncharged.
+        """
+        capacity, level = predicted
+        assert self.tokens is not None  # noqa: S101 - checked by the caller
+        if estimated <= 0 or capacity != self.tokens.capacity or level >= capacity * FULL:
+            return  # a limit change or a (nearly) full bucket says nothing about estimates
+        charged = debited + (level - self.tokens.level)
+        target = min(MAX_TOKEN_SCALE, max(1.0, charged / estimated))
+        self.token_scale += CALIBRATION_RATE * (target - self.token_scale)
 
     def _go_blind(self, now: float) -> None:
         self.phase = Phase.BLIND
