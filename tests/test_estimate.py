@@ -398,6 +398,7 @@ def test_missing_bpe_files_fall_back_to_a_length_estimate(caplog: pytest.LogCapt
     assert first.completion == 5
     expected = 3 + math.ceil(len(b"user") / 3) + math.ceil(len(text.encode()) / 3) + 3
     assert first.prompt == expected
+    assert offline.fallback_estimates == 2
     warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(warnings) == 1
     assert "o200k_base" in warnings[0].getMessage()

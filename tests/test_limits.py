@@ -197,7 +197,14 @@ def test_transport_failures_do_not_end_probing() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"rpm": 0}, {"tpm": -1}, {"window_seconds": 0}, {"tpm": float("nan")}]
+    "kwargs",
+    [
+        {"rpm": 0},
+        {"tpm": -1},
+        {"requests_window_seconds": 0},
+        {"tokens_window_seconds": float("inf")},
+        {"tpm": float("nan")},
+    ],
 )
 def test_invalid_limits_are_refused(kwargs: dict[str, float]) -> None:
     """Non-positive or non-finite limits raise ConfigurationError naming the field."""
@@ -295,3 +302,22 @@ def test_a_limit_change_is_not_mistaken_for_an_estimate_error() -> None:
     ticket = admitted(state, Cost(100), 0)
     state.complete(ticket, snapshot(10_000, 5_000), 0, answered=True, succeeded=True)
     assert state.token_scale == 1.0
+
+
+def test_windows_are_per_bucket_for_providers_that_count_requests_per_day() -> None:
+    """Groq: `*-requests` headers count per day, tokens per minute; each bucket refills so."""
+    groq = Limits(requests_window_seconds=86_400)
+    state = KeyLimits(groq, NO_RESERVE)
+    probe = admitted(state, Cost(10), 0)
+    state.complete(
+        probe,
+        snapshot(6000, 0, requests_limit=14_400, requests_left=0),
+        0,
+        answered=True,
+        succeeded=True,
+    )
+    assert state.requests is not None
+    assert state.tokens is not None
+    assert state.requests.rate == pytest.approx(14_400 / 86_400)
+    assert state.tokens.rate == pytest.approx(100)
+    assert state.try_admit(Cost(10), 0) == pytest.approx(6.0)  # one request per 6 s

@@ -39,26 +39,28 @@ MAX_TOKEN_SCALE = 4.0  # the server is never assumed to charge more than 4x the 
 class Limits:
     """Limits the user knows, used as ceilings over what the server reports.
 
+    The windows also say how to read the server's own limit headers: a bucket of ``limit``
+    per window refills at ``limit / window`` per second.
+
     Attributes:
-        rpm: requests per window, or ``None`` to learn it.
-        tpm: tokens per window, or ``None`` to learn it.
-        window_seconds: how long the server's buckets take to refill (60 for OpenAI's per-minute
-            limits; Groq counts requests per day: 86,400).
+        rpm: requests per requests window, or ``None`` to learn it.
+        tpm: tokens per tokens window, or ``None`` to learn it.
+        requests_window_seconds: how long the requests bucket takes to refill (60 for OpenAI's
+            per-minute limits; Groq's ``*-requests`` headers count per day: 86,400).
+        tokens_window_seconds: the same for the tokens bucket.
     """
 
     rpm: float | None = None
     tpm: float | None = None
-    window_seconds: float = DEFAULT_WINDOW_SECONDS
+    requests_window_seconds: float = DEFAULT_WINDOW_SECONDS
+    tokens_window_seconds: float = DEFAULT_WINDOW_SECONDS
 
     def __post_init__(self) -> None:
-        for name in ("rpm", "tpm"):
+        for name in ("rpm", "tpm", "requests_window_seconds", "tokens_window_seconds"):
             value = getattr(self, name)
-            if value is not None and (not math.isfinite(value) or value <= 0):
+            required = name.endswith("seconds")
+            if (value is not None or required) and (not math.isfinite(value) or value <= 0):
                 raise ConfigurationError(f"Limits.{name} must be a positive number, got {value!r}")
-        if not math.isfinite(self.window_seconds) or self.window_seconds <= 0:
-            raise ConfigurationError(
-                f"Limits.window_seconds must be positive: {self.window_seconds}"
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +248,7 @@ class KeyLimits:
                 self.requests,
                 snapshot.requests,
                 ceiling=self.ceiling.rpm,
+                window=self.ceiling.requests_window_seconds,
                 admitted_since=self._requests_ledger - ticket.requests_ledger,
                 ticket=ticket,
                 now=now,
@@ -254,6 +257,7 @@ class KeyLimits:
                 self.tokens,
                 snapshot.tokens,
                 ceiling=self.ceiling.tpm,
+                window=self.ceiling.tokens_window_seconds,
                 admitted_since=self._tokens_ledger - ticket.tokens_ledger,
                 ticket=ticket,
                 now=now,
@@ -285,6 +289,7 @@ class KeyLimits:
         reading: LimitReading | None,
         *,
         ceiling: float | None,
+        window: float,
         admitted_since: float,
         ticket: Ticket,
         now: float,
@@ -292,10 +297,9 @@ class KeyLimits:
         """Return the bucket as the server described it, less what was admitted since."""
         if reading is None:
             if bucket is None and ceiling is not None:
-                return Bucket(ceiling, self.ceiling.window_seconds, 0.0, now)
+                return Bucket(ceiling, window, 0.0, now)
             return bucket
         capacity = reading.limit if ceiling is None else min(reading.limit, ceiling)
-        window = self.ceiling.window_seconds
         at_answer = Bucket(capacity, window, min(reading.remaining, capacity), ticket.admitted_at)
         at_answer.refill(now)
         level = at_answer.level - admitted_since
@@ -332,12 +336,12 @@ class KeyLimits:
 
     def _go_blind(self, now: float) -> None:
         self.phase = Phase.BLIND
-        window = self.ceiling.window_seconds
+        ceiling = self.ceiling
         # Start empty: other traffic may have drained the server's bucket already.
-        if self.ceiling.rpm is not None:
-            self.requests = Bucket(self.ceiling.rpm, window, 0.0, now)
-        if self.ceiling.tpm is not None:
-            self.tokens = Bucket(self.ceiling.tpm, window, 0.0, now)
+        if ceiling.rpm is not None:
+            self.requests = Bucket(ceiling.rpm, ceiling.requests_window_seconds, 0.0, now)
+        if ceiling.tpm is not None:
+            self.tokens = Bucket(ceiling.tpm, ceiling.tokens_window_seconds, 0.0, now)
 
     def cool_down(self, until: float) -> None:
         """Admit nothing on this key before ``until`` (the server asked us to wait)."""

@@ -62,12 +62,17 @@ class EncodingCache:
 
     Args:
         loader: returns the encoding of a name; tiktoken's own by default.
+
+    Attributes:
+        fallback_estimates: how many requests were counted by the length fallback, for
+            metrics (each such estimate is also marked ``exact=False``).
     """
 
     def __init__(self, loader: EncodingLoader = tiktoken.get_encoding) -> None:
         self._loader = loader
         self._loaded: dict[str, Encoder | None] = {}
         self._lock = threading.Lock()
+        self.fallback_estimates = 0
 
     def __repr__(self) -> str:
         states = {name: "loaded" if enc else "unavailable" for name, enc in self._loaded.items()}
@@ -82,7 +87,10 @@ class EncodingCache:
 
     def counter_for_model(self, model: str) -> TextCounter:
         """Return a fresh :class:`TextCounter` using the encoding of ``model``."""
-        return TextCounter(self.encoder(encoding_name_for_model(model)))
+        encoder = self.encoder(encoding_name_for_model(model))
+        if encoder is None:
+            self.fallback_estimates += 1
+        return TextCounter(encoder)
 
     def _load(self, encoding_name: str) -> Encoder | None:
         try:
