@@ -9,6 +9,7 @@ import pytest
 import throttle
 from throttle import (
     APIStatusError,
+    ClosedError,
     DeadlineExceededError,
     InvalidRequestError,
     Limits,
@@ -296,3 +297,19 @@ def test_identity_is_a_hash_never_the_key() -> None:
     assert "secret" not in client.identity
     assert "secret" not in repr(client)
     assert Throttle(api_key="sk-x", identity="project-a").identity == "project-a"
+
+
+async def test_closing_fails_queued_requests_and_refuses_new_ones() -> None:
+    """Requests queued at close fail with ClosedError; later ones are refused unsent."""
+    slow = config(default_limits=ModelLimits(rpm=6, tpm=100_000), start_level=0.0)
+    async with SimulatedAPI(slow) as sim:
+        client = Throttle(sim.base_url, "sk-a")
+        queued = [asyncio.create_task(client.post("chat/completions", chat())) for _ in range(3)]
+        await asyncio.sleep(0.3)
+        await client.close()
+        results = await asyncio.gather(*queued, return_exceptions=True)
+        assert all(isinstance(r, ClosedError) for r in results), results
+        received = sim.stats.received
+        with pytest.raises(ClosedError, match="closed"):
+            await client.post("chat/completions", chat())
+        assert sim.stats.received == received

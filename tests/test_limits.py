@@ -30,6 +30,12 @@ def phase(state: KeyLimits) -> Phase:
     return state.phase
 
 
+def learn(state: KeyLimits, headers: RateLimitSnapshot, cost: float = 0) -> None:
+    """End the key's probing: one request whose answer carries `headers`."""
+    probe = admitted(state, Cost(cost), 0)
+    state.complete(probe, headers, 0, answered=True, succeeded=True)
+
+
 def admitted(state: KeyLimits, cost: Cost, now: float) -> Ticket:
     """Admit and insist it was admitted."""
     ticket = state.try_admit(cost, now)
@@ -61,8 +67,7 @@ def test_first_headers_end_probing_and_set_the_level() -> None:
 def test_level_correction_subtracts_requests_admitted_after_the_answered_one() -> None:
     """remaining=5000 for request 1, but requests 2 and 3 (1000 each) were sent since."""
     state = KeyLimits(Limits(), NO_RESERVE)
-    probe = admitted(state, Cost(10), 0)
-    state.complete(probe, snapshot(60_000, 60_000), 0, answered=True, succeeded=True)
+    learn(state, snapshot(60_000, 60_000), cost=10)
     first = admitted(state, Cost(1000), 0)
     admitted(state, Cost(1000), 0)
     admitted(state, Cost(1000), 0)
@@ -74,8 +79,7 @@ def test_level_correction_subtracts_requests_admitted_after_the_answered_one() -
 def test_correction_adds_refill_since_the_answered_request_was_admitted() -> None:
     """The server wrote `remaining` at admission; the time since then refilled the bucket."""
     state = KeyLimits(Limits(), NO_RESERVE)
-    probe = admitted(state, Cost(10), 0)
-    state.complete(probe, snapshot(60_000, 60_000), 0, answered=True, succeeded=True)
+    learn(state, snapshot(60_000, 60_000), cost=10)
     ticket = admitted(state, Cost(1000), 10)
     state.complete(ticket, snapshot(60_000, 0), 12, answered=True, succeeded=True)
     assert state.tokens is not None
@@ -85,8 +89,7 @@ def test_correction_adds_refill_since_the_answered_request_was_admitted() -> Non
 def test_out_of_order_answers_do_not_overwrite_newer_truth() -> None:
     """An older request's answer arriving late is ignored for the level."""
     state = KeyLimits(Limits(), NO_RESERVE)
-    probe = admitted(state, Cost(10), 0)
-    state.complete(probe, snapshot(60_000, 60_000), 0, answered=True, succeeded=True)
+    learn(state, snapshot(60_000, 60_000), cost=10)
     older = admitted(state, Cost(100), 0)
     newer = admitted(state, Cost(100), 0)
     assert state.complete(newer, snapshot(60_000, 100), 0, answered=True, succeeded=True)
@@ -98,8 +101,7 @@ def test_out_of_order_answers_do_not_overwrite_newer_truth() -> None:
 def test_unused_output_is_not_refunded_without_headers() -> None:
     """An answer without headers leaves the charged estimate in place."""
     state = KeyLimits(Limits(), NO_RESERVE)
-    probe = admitted(state, Cost(10), 0)
-    state.complete(probe, snapshot(60_000, 10_000), 0, answered=True, succeeded=True)
+    learn(state, snapshot(60_000, 10_000), cost=10)
     ticket = admitted(state, Cost(5000), 0)
     state.complete(ticket, None, 0, answered=True, succeeded=True)
     assert state.tokens is not None
@@ -109,8 +111,7 @@ def test_unused_output_is_not_refunded_without_headers() -> None:
 def test_request_larger_than_the_whole_bucket_fails_at_once() -> None:
     """A cost above capacity can never be admitted: RequestTooLargeError, not a wait."""
     state = KeyLimits(Limits(), NO_RESERVE)
-    probe = admitted(state, Cost(10), 0)
-    state.complete(probe, snapshot(30_000, 30_000), 0, answered=True, succeeded=True)
+    learn(state, snapshot(30_000, 30_000), cost=10)
     with pytest.raises(RequestTooLargeError, match="34307") as caught:
         state.try_admit(Cost(34_307), 0)
     assert (caught.value.requested, caught.value.limit) == (34_307, 30_000)
@@ -119,21 +120,18 @@ def test_request_larger_than_the_whole_bucket_fails_at_once() -> None:
 def test_reserve_is_kept_in_hand_but_never_blocks_a_full_bucket() -> None:
     """With a 10% reserve a request needs cost + 10% of capacity, capped at capacity."""
     state = KeyLimits(Limits(), AdmissionPolicy(reserve_fraction=0.1))
-    probe = admitted(state, Cost(10), 0)
-    state.complete(probe, snapshot(6000, 700), 0, answered=True, succeeded=True)
+    learn(state, snapshot(6000, 700), cost=10)
     admitted(state, Cost(100), 0)  # 700 >= 100 + 600 reserve
     assert state.try_admit(Cost(100), 0) == pytest.approx(1.0)  # 600 left: 100 short
     full = KeyLimits(Limits(), AdmissionPolicy(reserve_fraction=0.1))
-    probe = admitted(full, Cost(10), 0)
-    full.complete(probe, snapshot(6000, 6000), 0, answered=True, succeeded=True)
+    learn(full, snapshot(6000, 6000), cost=10)
     admitted(full, Cost(5900), 0)  # more than capacity - reserve, yet admitted when full
 
 
 def test_reserve_delays_admission_by_the_reserve_over_the_rate() -> None:
     """At level 0 a 100-token request waits for 100 + 600 reserve at 100 tokens/s: 7 s."""
     state = KeyLimits(Limits(), AdmissionPolicy(reserve_fraction=0.1))
-    probe = admitted(state, Cost(10), 0)
-    state.complete(probe, snapshot(6000, 0), 0, answered=True, succeeded=True)
+    learn(state, snapshot(6000, 0), cost=10)
     assert state.try_admit(Cost(100), 0) == pytest.approx(7.0)
 
 
@@ -148,8 +146,7 @@ def test_cool_down_holds_every_request_until_it_ends() -> None:
 def test_configured_ceiling_caps_the_learned_limit() -> None:
     """A user ceiling of 1000 TPM wins over a server limit of 60,000."""
     state = KeyLimits(Limits(tpm=1000), NO_RESERVE)
-    probe = admitted(state, Cost(10), 0)
-    state.complete(probe, snapshot(60_000, 60_000), 0, answered=True, succeeded=True)
+    learn(state, snapshot(60_000, 60_000), cost=10)
     assert state.tokens is not None
     assert state.tokens.capacity == 1000
 
@@ -157,8 +154,7 @@ def test_configured_ceiling_caps_the_learned_limit() -> None:
 def test_limit_change_takes_effect_from_the_next_headers() -> None:
     """Azure lowering a deployment's limit shows in the next answer and is obeyed."""
     state = KeyLimits(Limits(), NO_RESERVE)
-    probe = admitted(state, Cost(10), 0)
-    state.complete(probe, snapshot(60_000, 60_000), 0, answered=True, succeeded=True)
+    learn(state, snapshot(60_000, 60_000), cost=10)
     ticket = admitted(state, Cost(10), 0)
     state.complete(ticket, snapshot(6_000, 6_000), 0, answered=True, succeeded=True)
     assert state.tokens is not None
@@ -248,8 +244,7 @@ def test_persistent_undercount_is_learned_as_a_token_scale() -> None:
     """A server charging 1.5x every estimate teaches a scale of about 1.5."""
     state = KeyLimits(Limits(), NO_RESERVE)
     server = BiasedServer(capacity=10_000_000, bias=1.5)
-    probe = admitted(state, Cost(0), 0)
-    state.complete(probe, snapshot(server.capacity, server.level), 0, answered=True, succeeded=True)
+    learn(state, snapshot(server.capacity, server.level))
     run_biased_job(state, server, requests=200, in_flight=5)
     assert state.token_scale == pytest.approx(1.5, rel=0.02)
     assert state.tokens is not None
@@ -262,8 +257,7 @@ def test_calibration_stays_out_of_a_nearly_full_bucket() -> None:
     state = KeyLimits(Limits(), NO_RESERVE)
     server = BiasedServer(capacity=10_000_000, bias=1.5)
     server.level = server.capacity
-    probe = admitted(state, Cost(0), 0)
-    state.complete(probe, snapshot(server.capacity, server.level), 0, answered=True, succeeded=True)
+    learn(state, snapshot(server.capacity, server.level))
     run_biased_job(state, server, requests=50, in_flight=3)
     assert state.token_scale == 1.0
 
@@ -272,8 +266,7 @@ def test_overcounting_never_scales_below_one() -> None:
     """Estimates above the server's count keep a scale of 1: slower never means unsafe."""
     state = KeyLimits(Limits(), NO_RESERVE)
     server = BiasedServer(capacity=10_000_000, bias=0.5)
-    probe = admitted(state, Cost(0), 0)
-    state.complete(probe, snapshot(server.capacity, server.level), 0, answered=True, succeeded=True)
+    learn(state, snapshot(server.capacity, server.level))
     run_biased_job(state, server, requests=100, in_flight=3)
     assert state.token_scale == 1.0
 
@@ -282,8 +275,7 @@ def test_refused_requests_do_not_drag_the_scale_down() -> None:
     """A 429'd request was never charged; counting it as charged would hide an undercount."""
     state = KeyLimits(Limits(), NO_RESERVE)
     server = BiasedServer(capacity=10_000_000, bias=1.3)
-    probe = admitted(state, Cost(0), 0)
-    state.complete(probe, snapshot(server.capacity, server.level), 0, answered=True, succeeded=True)
+    learn(state, snapshot(server.capacity, server.level))
     for _ in range(100):
         refused = admitted(state, Cost(100), 0)  # the server refuses it: no charge
         state.complete(
@@ -297,8 +289,7 @@ def test_refused_requests_do_not_drag_the_scale_down() -> None:
 def test_a_limit_change_is_not_mistaken_for_an_estimate_error() -> None:
     """When the capacity changes, the level jump teaches the scale nothing."""
     state = KeyLimits(Limits(), NO_RESERVE)
-    probe = admitted(state, Cost(0), 0)
-    state.complete(probe, snapshot(1_000_000, 1_000_000), 0, answered=True, succeeded=True)
+    learn(state, snapshot(1_000_000, 1_000_000))
     ticket = admitted(state, Cost(100), 0)
     state.complete(ticket, snapshot(10_000, 5_000), 0, answered=True, succeeded=True)
     assert state.token_scale == 1.0

@@ -12,6 +12,7 @@ from throttle.client import Throttle
 from throttle.durations import parse_duration
 from throttle.errors import (
     APIStatusError,
+    ClosedError,
     ConfigurationError,
     DeadlineExceededError,
     ErrorDetails,
@@ -21,7 +22,6 @@ from throttle.errors import (
     RequestTooLargeError,
     RetryExhaustedError,
     ServerError,
-    StreamTruncatedError,
     ThrottleError,
     TransportError,
 )
@@ -51,6 +51,7 @@ __all__ = [
     "AdmissionPolicy",
     "AttemptFinished",
     "BucketKey",
+    "ClosedError",
     "ConfigurationError",
     "DeadlineExceededError",
     "ErrorDetails",
@@ -73,7 +74,6 @@ __all__ = [
     "RetryPolicy",
     "RetryScheduled",
     "ServerError",
-    "StreamTruncatedError",
     "Throttle",
     "ThrottleError",
     "TokenEstimate",

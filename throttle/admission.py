@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from throttle.backend import LimitBackend
 from throttle.clock import Clock
-from throttle.errors import ThrottleError
+from throttle.errors import ClosedError, ThrottleError
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
 from throttle.limits import Cost, Ticket
@@ -55,6 +55,7 @@ class Admission:
         self._clock = clock
         self._slots = asyncio.Semaphore(max_in_flight)
         self._queues: dict[BucketKey, _KeyQueue] = {}
+        self._closed = False
 
     def __repr__(self) -> str:
         waiting = {str(k): len(q.heap) for k, q in self._queues.items() if q.heap}
@@ -76,7 +77,10 @@ class Admission:
         Raises:
             RequestTooLargeError: the cost exceeds a whole bucket.
             QuotaExhaustedError: the key's credential ran out of quota while waiting.
+            ClosedError: admission was closed before or while waiting.
         """
+        if self._closed:
+            raise ClosedError("this Throttle is closed; no request is sent")
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _KeyQueue()
@@ -143,11 +147,13 @@ class Admission:
         return failed
 
     async def close(self) -> None:
-        """Stop every pump; queued attempts are cancelled."""
+        """Refuse new attempts, fail queued ones with :class:`ClosedError`, stop every pump."""
+        self._closed = True
+        self.fail_waiting(
+            lambda _key: True,
+            lambda: ClosedError("the Throttle was closed while this request waited"),
+        )
         pumps = [q.pump for q in self._queues.values() if q.pump is not None]
-        for queue in self._queues.values():
-            for waiter in queue.heap:
-                waiter.future.cancel()
         for pump in pumps:
             pump.cancel()
         for pump in pumps:

@@ -127,7 +127,10 @@ class Throttle:
         await self.close()
 
     async def close(self) -> None:
-        """Cancel queued requests and close the HTTP session."""
+        """Fail queued requests with :class:`ClosedError`, refuse new ones, close the session.
+
+        Requests already sent finish or fail on their own.
+        """
         await self.scheduler.close()
         if self._session is not None:
             await self._session.close()

@@ -10,10 +10,10 @@ The hierarchy::
     │   ├── RateLimitError          429 rate_limit_exceeded: slow down, then retry
     │   ├── QuotaExhaustedError     429 insufficient_quota and other billing codes: stop
     │   └── ServerError             5xx, 408, 409, 529: transient, retried with backoff
-    ├── TransportError              no usable answer: connection reset, timeout, bad stream
-    │   └── StreamTruncatedError    a stream that ended before its final event
+    ├── TransportError              no usable answer: connection reset, timeout, bad body
     ├── RetryExhaustedError         retryable failures until the attempt budget ran out
-    └── DeadlineExceededError       the caller's deadline passed before an answer
+    ├── DeadlineExceededError       the caller's deadline passed before an answer
+    └── ClosedError                 the Throttle was closed before the request was sent
 
 Server-originated errors carry an :class:`ErrorDetails` (status, code, type, message,
 request id); every error that ends a request carries the number of attempts it took.
@@ -166,10 +166,6 @@ class TransportError(ThrottleError):
     retryable = True
 
 
-class StreamTruncatedError(TransportError):
-    """A streamed answer ended before its final event (``[DONE]``, ``response.completed``)."""
-
-
 class RetryExhaustedError(ThrottleError):
     """Every allowed attempt failed with a retryable error.
 
@@ -197,3 +193,7 @@ class DeadlineExceededError(ThrottleError):
         self.deadline = deadline
         self.attempts = attempts
         self.last_error = last_error
+
+
+class ClosedError(ThrottleError):
+    """The Throttle was closed: queued requests fail with this, and new ones are refused."""

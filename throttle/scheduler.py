@@ -247,5 +247,5 @@ class Scheduler:
         self._events.emit(RetryScheduled(key, state.attempt_number, delay, type(error).__name__))
 
     async def close(self) -> None:
-        """Stop admitting; queued attempts are cancelled."""
+        """Stop admitting; queued attempts fail with :class:`ClosedError`."""
         await self._admission.close()

@@ -310,30 +310,15 @@ class SimulatedAPI:
 
     def _refusal(self, pool: Pool, cost: int, now: float) -> tuple[str, float, float, float] | None:
         """Return (limit type, limit, used, seconds to wait) when a bucket is short, else None."""
-        if pool.day is not None and pool.day.level_at(now) < 1:
-            day = pool.day
-            return (
-                "requests_per_day",
-                day.capacity,
-                day.capacity - day.level,
-                day.seconds_until(1, now),
-            )
-        if pool.requests.level_at(now) < 1:
-            requests = pool.requests
-            return (
-                "requests",
-                requests.capacity,
-                requests.capacity - requests.level,
-                requests.seconds_until(1, now),
-            )
-        if pool.tokens.level_at(now) < cost:
-            tokens = pool.tokens
-            return (
-                "tokens",
-                tokens.capacity,
-                tokens.capacity - tokens.level,
-                tokens.seconds_until(cost, now),
-            )
+        checks = (
+            ("requests_per_day", pool.day, 1),
+            ("requests", pool.requests, 1),
+            ("tokens", pool.tokens, cost),
+        )
+        for limit_type, bucket, needed in checks:
+            if bucket is not None and bucket.level_at(now) < needed:
+                used = bucket.capacity - bucket.level
+                return limit_type, bucket.capacity, used, bucket.seconds_until(needed, now)
         return None
 
     def _charge(self, call: _Call, cost: int, now: float) -> web.Response | None:
