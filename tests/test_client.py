@@ -18,6 +18,7 @@ from throttle import (
     RetryExhaustedError,
     RetryPolicy,
     Throttle,
+    TransportError,
 )
 from throttle.errors import ConfigurationError
 from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
@@ -313,3 +314,22 @@ async def test_closing_fails_queued_requests_and_refuses_new_ones() -> None:
         with pytest.raises(ClosedError, match="closed"):
             await client.post("chat/completions", chat())
         assert sim.stats.received == received
+
+
+async def test_timeouts_are_transport_failures_retried_then_reported() -> None:
+    """An answer slower than `timeout` is a TransportError, retried up to the attempt limit."""
+    sluggish = config(latency=1.0)
+    async with (
+        SimulatedAPI(sluggish) as sim,
+        Throttle(
+            sim.base_url,
+            "sk-a",
+            retry=RetryPolicy(max_attempts=2, initial_backoff=0.01, max_backoff=0.01),
+            timeout=0.2,
+        ) as client,
+    ):
+        with pytest.raises(RetryExhaustedError) as caught:
+            await client.post("chat/completions", chat())
+    assert isinstance(caught.value.last_error, TransportError)
+    assert "TimeoutError" in str(caught.value.last_error)
+    assert caught.value.attempts == 2

@@ -246,6 +246,15 @@ def test_responses_string_input_and_instructions() -> None:
     assert with_instructions.prompt > bare.prompt
 
 
+def test_responses_tools_add_tokens() -> None:
+    """Tools on a Responses API body are charged like chat tools."""
+    body = {"model": "gpt-5", "input": "hi", "max_output_tokens": 10}
+    tool = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
+    bare = estimate_tokens("responses", body)
+    with_tool = estimate_tokens("responses", {**body, "tools": [tool]})
+    assert with_tool.prompt > bare.prompt
+
+
 def test_responses_item_list_counts_like_messages() -> None:
     """An input item list costs what the same chat messages cost."""
     items = [{"role": "user", "content": [{"type": "input_text", "text": "hello world"}]}]

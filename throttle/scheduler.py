@@ -170,7 +170,11 @@ class Scheduler:
         self.breakers.check(key.identity, attempt - 1)
         queued_at = self._clock.now()
         cost = Cost(tokens=request.estimate.total)
-        ticket = await self._admission.admit(key, cost, request.priority, seq)
+        try:
+            ticket = await self._admission.admit(key, cost, request.priority, seq)
+        except ThrottleError as refused:  # too large, out of quota, closed: never sent this time
+            refused.attempts = attempt - 1
+            raise
         sent_at = self._clock.now()
         self._events.emit(RequestAdmitted(key, attempt, request.estimate, sent_at - queued_at))
         try:
