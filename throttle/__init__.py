@@ -5,6 +5,7 @@ header parsing, the error hierarchy, limit and policy values, and the event type
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from throttle.backend import LimitBackend, MemoryBackend
 from throttle.classify import Verdict, classify_response
@@ -22,6 +23,7 @@ from throttle.errors import (
     RequestTooLargeError,
     RetryExhaustedError,
     ServerError,
+    StreamTruncatedError,
     ThrottleError,
     TransportError,
 )
@@ -35,11 +37,15 @@ from throttle.events import (
     RequestAdmitted,
     RequestFinished,
     RetryScheduled,
+    UsageReported,
 )
 from throttle.headers import LimitReading, RateLimitSnapshot, parse_rate_limit_headers
 from throttle.keys import BucketKey
 from throttle.limits import AdmissionPolicy, Limits
 from throttle.retry import RetryPolicy
+
+if TYPE_CHECKING:  # the real signature for type checkers; loaded lazily at run time
+    from throttle.adapters.openai_sdk import wrap_openai
 
 try:
     __version__ = version("throttle")
@@ -74,14 +80,30 @@ __all__ = [
     "RetryPolicy",
     "RetryScheduled",
     "ServerError",
+    "StreamTruncatedError",
     "Throttle",
     "ThrottleError",
     "TokenEstimate",
     "TransportError",
+    "UsageReported",
     "Verdict",
     "__version__",
     "classify_response",
     "estimate_tokens",
     "parse_duration",
     "parse_rate_limit_headers",
+    "wrap_openai",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load ``wrap_openai`` on first use, so ``import throttle`` needs no openai installed."""
+    if name == "wrap_openai":
+        try:
+            from throttle.adapters.openai_sdk import wrap_openai  # noqa: PLC0415 - lazy on purpose
+        except ImportError as exc:
+            raise ImportError(
+                "throttle.wrap_openai needs the openai extra: pip install 'throttle[openai]'"
+            ) from exc
+        return wrap_openai
+    raise AttributeError(f"module 'throttle' has no attribute {name!r}")

@@ -24,7 +24,7 @@ from throttle.errors import (
     TransportError,
 )
 from throttle.estimate import DEFAULT_OUTPUT_TOKENS, TokenEstimate, estimate_tokens
-from throttle.events import EventHub, EventListener
+from throttle.events import EventHub, EventListener, usage_event
 from throttle.headers import parse_rate_limit_headers
 from throttle.keys import BucketKey, GroupMap, credential_identity
 from throttle.limits import AdmissionPolicy, Limits
@@ -90,11 +90,12 @@ class Throttle:
             )
         self.base_url = base_url.rstrip("/") if base_url else None
         self.identity = identity or (credential_identity(api_key) if api_key else "default")
+        self._chosen_identity = identity
         self._api_key = api_key
         self._auth = auth
         self._groups = GroupMap(groups)
         self._limits = limits
-        self._default_output_tokens = default_output_tokens
+        self.default_output_tokens = default_output_tokens
         self._timeout = timeout
         self._extra_headers = dict(headers or {})
         self.events = EventHub()
@@ -143,6 +144,16 @@ class Throttle:
             return Limits()
         return self._limits.get(key.group, Limits())
 
+    def identity_for(self, credential: str | None) -> str:
+        """Return whose limits a request with ``credential`` draws from.
+
+        The identity given to this Throttle wins (one project, many keys); otherwise each key
+        is its own identity (a hash, never the key); without a key, this Throttle's.
+        """
+        if self._chosen_identity is not None or not credential:
+            return self.identity
+        return credential_identity(credential)
+
     def key_for(self, model: str, identity: str | None = None) -> BucketKey:
         """Return the bucket key a model's requests draw from."""
         return BucketKey(identity or self.identity, self._groups.group_of(model))
@@ -185,13 +196,14 @@ class Throttle:
             raise InvalidRequestError("post() returns one JSON answer; 'stream' must be false")
         model = model or _model_of(body) or _deployment_of(url)
         estimate = estimate_tokens(
-            url, body, model=model, default_output_tokens=self._default_output_tokens
+            url, body, model=model, default_output_tokens=self.default_output_tokens
         )
         assert model is not None  # noqa: S101 - estimate_tokens raised if there was none
+        key = self.key_for(model)
         request: ScheduledRequest[Any] = ScheduledRequest(
-            key=self.key_for(model),
+            key=key,
             estimate=estimate,
-            send=lambda: self._send_json(url, body, params),
+            send=lambda: self._send_json(key, url, body, params),
             priority=priority,
             deadline=deadline,
         )
@@ -266,7 +278,7 @@ class Throttle:
         return self._session
 
     async def _send_json(
-        self, url: str, body: Mapping[str, Any], params: Mapping[str, str] | None
+        self, key: BucketKey, url: str, body: Mapping[str, Any], params: Mapping[str, str] | None
     ) -> Reply[Any]:
         try:
             async with self._http().post(url, json=body, params=params) as response:
@@ -277,8 +289,12 @@ class Throttle:
         decoded = _decode(raw)
         if 200 <= status < 300 and not isinstance(decoded, dict):
             raise TransportError(f"POST {url}: status {status} with a body that is not JSON")
+        classification = classify_response(status, headers, decoded)
+        usage = usage_event(key, decoded.get("usage")) if classification.error is None else None
+        if usage is not None:
+            self.events.emit(usage)
         return Reply(
-            classify_response(status, headers, decoded),
+            classification,
             parse_rate_limit_headers(headers),
             decoded,
             status,

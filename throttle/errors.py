@@ -11,6 +11,7 @@ The hierarchy::
     │   ├── QuotaExhaustedError     429 insufficient_quota and other billing codes: stop
     │   └── ServerError             5xx, 408, 409, 529: transient, retried with backoff
     ├── TransportError              no usable answer: connection reset, timeout, bad body
+    │   └── StreamTruncatedError    a stream that ended before its final event
     ├── RetryExhaustedError         retryable failures until the attempt budget ran out
     ├── DeadlineExceededError       the caller's deadline passed before an answer
     └── ClosedError                 the Throttle was closed before the request was sent
@@ -164,6 +165,16 @@ class TransportError(ThrottleError):
     """No usable answer arrived: connection refused or reset, timeout, unreadable body."""
 
     retryable = True
+
+
+class StreamTruncatedError(TransportError):
+    """A streamed answer ended before its final event (``[DONE]``, ``response.completed``).
+
+    Raised to the reader of the stream, after the chunks that did arrive. It is never retried:
+    part of the answer already reached the caller.
+    """
+
+    retryable = False
 
 
 class RetryExhaustedError(ThrottleError):

@@ -7,7 +7,7 @@ never knows who listens. A listener that raises is logged and never breaks a req
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from throttle.classify import Verdict
@@ -99,6 +99,36 @@ class RequestFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageReported:
+    """An answer said how many tokens it used (the body's or a stream's final ``usage``).
+
+    Attributes:
+        key: the bucket of the request.
+        prompt_tokens: input tokens the server counted.
+        completion_tokens: output tokens the server counted.
+    """
+
+    key: BucketKey
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def usage_event(key: BucketKey, usage: object) -> UsageReported | None:
+    """Read a chat, completions or Responses API ``usage`` object into an event.
+
+    Returns:
+        The event, or ``None`` when ``usage`` does not hold token counts.
+    """
+    if not isinstance(usage, Mapping):
+        return None
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
+    if isinstance(prompt, int) and isinstance(completion, int):
+        return UsageReported(key, prompt, completion)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaBreakerOpened:
     """A credential hit insufficient_quota: nothing more is sent on it.
 
@@ -117,6 +147,7 @@ Event = (
     | LimitsObserved
     | RetryScheduled
     | RequestFinished
+    | UsageReported
     | QuotaBreakerOpened
 )
 EventListener = Callable[[Event], None]

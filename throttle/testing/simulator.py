@@ -246,6 +246,8 @@ class SimulatedAPI:
         if request.method == "GET" and request.path.endswith("/models"):
             models = [{"id": name, "object": "model"} for name in self.config.models]
             return web.json_response({"object": "list", "data": models}, headers=headers)
+        if request.content_type.startswith("multipart/"):
+            return await self._serve_upload(request, org, headers)
         try:
             payload = await request.json()
         except (ValueError, UnicodeDecodeError):
@@ -260,6 +262,30 @@ class SimulatedAPI:
             )
             return web.json_response(body, status=400, headers=headers)
         return await self._serve(_Call(request, payload, model, org, azure, headers))
+
+    async def _serve_upload(
+        self, request: web.Request, org: str, headers: dict[str, str]
+    ) -> web.Response:
+        """Audio transcriptions and other uploads: one request, no tokens, a text answer."""
+        form = await request.post()
+        model = form.get("model")
+        upload = form.get("file")
+        if not isinstance(model, str) or not isinstance(upload, web.FileField):
+            self.stats.rejected += 1
+            body = bodies.error_body(
+                "An upload needs a 'model' field and a 'file'.", "invalid_request_error", None
+            )
+            return web.json_response(body, status=400, headers=headers)
+        size = len(upload.file.read())
+        call = _Call(request, {"model": model}, model, org, azure=False, headers=headers)
+        refusal = self._charge(call, 0, time.monotonic())
+        if refusal is not None:
+            return refusal
+        await asyncio.sleep(self.config.latency)
+        self._succeeded()
+        return web.json_response(
+            {"text": f"transcribed {size} bytes of {upload.filename}"}, headers=headers
+        )
 
     async def _serve(self, call: _Call) -> web.StreamResponse:
         now = time.monotonic()

@@ -1,0 +1,217 @@
+"""What every adapter shares: which requests are metered, and one scheduled exchange.
+
+Library-agnostic: the adapters hand in method, URL, headers and body bytes, and a function
+that sends the request once and reads its answer; this module decides the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from throttle.classify import classify_response
+from throttle.client import Throttle
+from throttle.errors import StreamTruncatedError, ThrottleError
+from throttle.estimate import TokenEstimate, estimate_tokens
+from throttle.events import usage_event
+from throttle.headers import parse_rate_limit_headers
+from throttle.keys import BucketKey
+from throttle.scheduler import Reply, ScheduledRequest
+from throttle.streams import StreamWatcher
+
+R = TypeVar("R")
+METERED_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/?#]+)")
+_MULTIPART_MODEL = re.compile(rb'name="model"\r?\n(?:[^\r\n]+\r?\n)*\r?\n([^\r\n]+)')
+
+
+@dataclass(frozen=True, slots=True)
+class Metering:
+    """How one request is charged.
+
+    Attributes:
+        key: the buckets it draws from.
+        estimate: its estimated tokens.
+        streaming: it asked for a streamed answer.
+    """
+
+    key: BucketKey
+    estimate: TokenEstimate
+    streaming: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(Generic[R]):
+    """One attempt's answer, read just enough to classify it.
+
+    Attributes:
+        response: the library's response object.
+        status: HTTP status.
+        headers: response headers.
+        body: the decoded body bytes; ``None`` for a successful stream, which is handed on
+            unread (its first chunk already arrived, so it will not be retried).
+    """
+
+    response: R
+    status: int
+    headers: Mapping[str, str]
+    body: bytes | None = field(default=None, repr=False)
+
+
+def credential_of(headers: Mapping[str, str]) -> str | None:
+    """Return the API key a request carries (``Authorization: Bearer`` or ``api-key``)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    bearer = lowered.get("authorization", "")
+    if bearer.lower().startswith("bearer "):
+        return bearer[7:].strip() or None
+    return lowered.get("api-key") or None
+
+
+def meter(
+    throttle: Throttle, method: str, url: str, headers: Mapping[str, str], body: bytes
+) -> Metering | None:
+    """Decide how a request is charged, or ``None`` to pass it through uncounted.
+
+    GET, DELETE and bodies naming no model (files, batches) are not rate-limited per model
+    and pass through. JSON bodies are estimated per endpoint; other bodies (multipart uploads)
+    with a model field count as one request with ``default_output_tokens`` tokens.
+
+    Raises:
+        InvalidRequestError: a JSON body names a model but has a field of the wrong type.
+    """
+    if method.upper() not in METERED_METHODS:
+        return None
+    content_type = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+    found = _AZURE_DEPLOYMENT.search(url)
+    deployment = found.group(1) if found else None
+    identity = throttle.identity_for(credential_of(headers))
+    if "json" in content_type or (not content_type and body[:1] == b"{"):
+        return _meter_json(throttle, url, body, deployment, identity)
+    return _meter_upload(throttle, body, deployment, identity)
+
+
+def _meter_json(
+    throttle: Throttle, url: str, body: bytes, deployment: str | None, identity: str
+) -> Metering | None:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None  # the server will say what is wrong with it
+    if not isinstance(payload, dict):
+        return None
+    model = payload.get("model") or deployment
+    if not isinstance(model, str):
+        return None
+    estimate = estimate_tokens(
+        url, payload, model=model, default_output_tokens=throttle.default_output_tokens
+    )
+    return Metering(throttle.key_for(model, identity), estimate, bool(payload.get("stream")))
+
+
+def _meter_upload(
+    throttle: Throttle, body: bytes, deployment: str | None, identity: str
+) -> Metering | None:
+    found = _MULTIPART_MODEL.search(body)
+    model = found.group(1).decode("utf-8", "replace") if found else deployment
+    if model is None:
+        return None
+    estimate = TokenEstimate(prompt=throttle.default_output_tokens, completion=0)
+    return Metering(throttle.key_for(model, identity), estimate, streaming=False)
+
+
+def _decoded(body: bytes | None) -> Any:
+    if body is None:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
+
+
+def report_usage(throttle: Throttle, key: BucketKey, usage: object) -> None:
+    """Emit a :class:`throttle.events.UsageReported` when ``usage`` holds token counts."""
+    event = usage_event(key, usage)
+    if event is not None:
+        throttle.events.emit(event)
+
+
+def _ended_by(error: ThrottleError, answered: ThrottleError | None) -> bool:
+    """Whether ``error`` ended the request on the very answer that carried ``answered``."""
+    if answered is None:
+        return False
+    last = getattr(error, "last_error", None)
+    return error is answered or last is answered
+
+
+async def exchange(
+    throttle: Throttle,
+    metering: Metering,
+    attempt: Callable[[], Awaitable[Answer[R]]],
+    *,
+    priority: int = 0,
+) -> Answer[R]:
+    """Send a request through the scheduler and return the server's final answer.
+
+    Args:
+        throttle: whose buckets, retries and breaker apply.
+        metering: from :func:`meter`.
+        attempt: sends the request once and reads its answer; raises
+            :class:`TransportError` when none arrived.
+        priority: smaller goes first.
+
+    Returns:
+        The final answer: a success, or the server's error answer once throttle stopped
+        retrying (the caller passes it on, marked not to be retried again).
+
+    Raises:
+        ThrottleError: throttle ended the request without a server answer to show for it.
+    """
+    final: list[tuple[Answer[R], ThrottleError | None]] = []
+
+    async def send() -> Reply[Answer[R]]:
+        answer = await attempt()
+        decoded = _decoded(answer.body)
+        classification = classify_response(answer.status, answer.headers, decoded)
+        final[:] = [(answer, classification.error)]
+        if classification.error is None and isinstance(decoded, Mapping):
+            report_usage(throttle, metering.key, decoded.get("usage"))
+        snapshot = parse_rate_limit_headers(answer.headers)
+        request_id = {k.lower(): v for k, v in answer.headers.items()}.get("x-request-id")
+        return Reply(classification, snapshot, answer, answer.status, request_id)
+
+    request = ScheduledRequest(metering.key, metering.estimate, send, priority)
+    try:
+        return await throttle.scheduler.submit(request)
+    except ThrottleError as error:
+        if final and _ended_by(error, final[0][1]):
+            return final[0][0]
+        raise
+
+
+async def watch_chunks(
+    first: bytes,
+    rest: AsyncIterator[bytes],
+    watcher: StreamWatcher,
+    on_finished: Callable[[StreamWatcher], None],
+    transport_errors: tuple[type[BaseException], ...],
+) -> AsyncIterator[bytes]:
+    """Pass a stream's chunks through as they arrive, watching for its final event.
+
+    Raises:
+        StreamTruncatedError: the stream ended, or broke, before its final event.
+    """
+    watcher.feed(first)
+    yield first
+    try:
+        async for chunk in rest:
+            watcher.feed(chunk)
+            yield chunk
+    except transport_errors as exc:
+        raise StreamTruncatedError(
+            f"the stream broke after {watcher.events} events: {type(exc).__name__}: {exc}"
+        ) from exc
+    watcher.close()
+    on_finished(watcher)
