@@ -7,7 +7,6 @@ exceptions into :class:`TransportError`. Everything about rate limits is the sch
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -26,13 +25,12 @@ from throttle.errors import (
 from throttle.estimate import DEFAULT_OUTPUT_TOKENS, TokenEstimate, estimate_tokens
 from throttle.events import EventHub, EventListener, usage_event
 from throttle.headers import parse_rate_limit_headers
-from throttle.keys import BucketKey, GroupMap, credential_identity
+from throttle.keys import BucketKey, GroupMap, azure_deployment, credential_identity
 from throttle.limits import AdmissionPolicy, Limits
 from throttle.retry import RetryPolicy
 from throttle.scheduler import Reply, ScheduledRequest, Scheduler
 
 T = TypeVar("T")
-_AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/?#]+)")
 
 
 class Throttle:
@@ -194,7 +192,7 @@ class Throttle:
         url = f"{self.base_url}/{path.lstrip('/')}"
         if isinstance(body, Mapping) and body.get("stream"):
             raise InvalidRequestError("post() returns one JSON answer; 'stream' must be false")
-        model = model or _model_of(body) or _deployment_of(url)
+        model = model or _model_of(body) or azure_deployment(url)
         estimate = estimate_tokens(
             url, body, model=model, default_output_tokens=self.default_output_tokens
         )
@@ -312,8 +310,3 @@ def _decode(raw: bytes) -> Any:
 def _model_of(body: object) -> str | None:
     model = body.get("model") if isinstance(body, Mapping) else None
     return model if isinstance(model, str) and model else None
-
-
-def _deployment_of(url: str) -> str | None:
-    match = _AZURE_DEPLOYMENT.search(url)
-    return match.group(1) if match else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -25,6 +26,15 @@ class BucketKey:
 
     def __str__(self) -> str:
         return f"{self.identity}/{self.group}"
+
+
+_AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/?#]+)")
+
+
+def azure_deployment(url: str) -> str | None:
+    """Return the deployment an Azure OpenAI URL names (its bucket), or ``None``."""
+    match = _AZURE_DEPLOYMENT.search(url)
+    return match.group(1) if match else None
 
 
 def credential_identity(api_key: str) -> str:

@@ -18,13 +18,12 @@ from throttle.errors import StreamTruncatedError, ThrottleError
 from throttle.estimate import TokenEstimate, estimate_tokens
 from throttle.events import usage_event
 from throttle.headers import parse_rate_limit_headers
-from throttle.keys import BucketKey
+from throttle.keys import BucketKey, azure_deployment
 from throttle.scheduler import Reply, ScheduledRequest
 from throttle.streams import StreamWatcher
 
 R = TypeVar("R")
 METERED_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/?#]+)")
 _MULTIPART_MODEL = re.compile(rb'name="model"\r?\n(?:[^\r\n]+\r?\n)*\r?\n([^\r\n]+)')
 
 
@@ -85,8 +84,7 @@ def meter(
     if method.upper() not in METERED_METHODS:
         return None
     content_type = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
-    found = _AZURE_DEPLOYMENT.search(url)
-    deployment = found.group(1) if found else None
+    deployment = azure_deployment(url)
     identity = throttle.identity_for(credential_of(headers))
     if "json" in content_type or (not content_type and body[:1] == b"{"):
         return _meter_json(throttle, url, body, deployment, identity)
