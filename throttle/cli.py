@@ -1,48 +1,24 @@
-"""The ``throttle`` command: ``demo`` and ``simulate``."""
+"""The ``throttle`` command: ``run``, ``demo`` and ``simulate``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import sys
-import time
-from collections import Counter
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
-from throttle.client import Throttle
 from throttle.errors import ConfigurationError, ThrottleError
-from throttle.events import Event, LimitsObserved, RequestFinished
+from throttle.limits import Limits
+from throttle.metrics import PrometheusMetrics, serve_metrics
+from throttle.runner import JobRunner, RunOptions
 from throttle.testing import Faults, ModelLimits, SimulatedAPI, SimulatorConfig
-
-
-class _Progress:
-    """Counts what the scheduler reports, for the demo's progress lines and summary."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.finished = 0
-        self.failed: Counter[str] = Counter()
-        self.tpm_limit: float | None = None
-        self.started = time.monotonic()
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, RequestFinished):
-            self.finished += 1
-            if event.error_type is not None:
-                self.failed[event.error_type] += 1
-        elif isinstance(event, LimitsObserved) and event.snapshot.tokens is not None:
-            self.tpm_limit = event.snapshot.tokens.limit
-
-    def line(self, server_429: int) -> str:
-        elapsed = time.monotonic() - self.started
-        limit = f"{self.tpm_limit:,.0f}" if self.tpm_limit else "learning"
-        return (
-            f"{self.finished}/{self.total} done, {sum(self.failed.values())} failed, "
-            f"{server_429} x 429, {elapsed:.1f}s, TPM limit {limit}"
-        )
 
 
 def _demo_body(index: int) -> dict[str, object]:
@@ -54,6 +30,7 @@ def _demo_body(index: int) -> dict[str, object]:
             {"role": "user", "content": f"Item {index} from the {topic} backlog: " + "lorem " * 40},
         ],
         "max_tokens": 200 + (index * 37) % 300,
+        "metadata": {"item": index, "topic": topic},
     }
 
 
@@ -61,32 +38,76 @@ async def _demo(requests: int, tpm: int, rpm: int, latency: float) -> int:
     config = SimulatorConfig(
         default_limits=ModelLimits(rpm=rpm, tpm=tpm), start_level=0.0, latency=latency
     )
-    progress = _Progress(requests)
-    async with SimulatedAPI(config) as sim:
-        print(
-            f"Simulated API on {sim.base_url}: RPM {rpm:,}, TPM {tpm:,}, bucket drained; "
-            f"throttle is not told the limits and learns them from headers."
-        )
-        async with Throttle(sim.base_url, "sk-demo", on_event=progress) as client:
-            jobs = asyncio.gather(
-                *(client.post("chat/completions", _demo_body(i)) for i in range(requests)),
-                return_exceptions=True,
+    with tempfile.TemporaryDirectory(prefix="throttle-demo-") as folder:
+        requests_file = Path(folder) / "requests.jsonl"
+        with requests_file.open("w") as handle:
+            handle.writelines(json.dumps(_demo_body(i)) + "\n" for i in range(requests))
+        async with SimulatedAPI(config) as sim:
+            print(
+                f"Simulated API on {sim.base_url}: RPM {rpm:,}, TPM {tpm:,}, bucket drained by "
+                "other traffic. throttle is not told the limits: it learns them from headers."
             )
-            while not jobs.done():
-                await asyncio.wait([jobs], timeout=1.0)
-                print(progress.line(sim.stats.total_429), flush=True)
-            await jobs
-        elapsed = time.monotonic() - progress.started
-        minimum = sim.stats.charged_tokens / tpm * 60
+            print(f"Running {requests:,} chat requests from {requests_file} ...", flush=True)
+            options = RunOptions(
+                requests_file,
+                Path(folder) / "results.jsonl",
+                f"{sim.base_url}/chat/completions",
+                "sk-demo",
+            )
+            runner = JobRunner(options, live_progress=sys.stderr.isatty())
+            status = await runner.run()
+        print(runner.progress.summary())
         print(
-            f"\nsucceeded {requests - sum(progress.failed.values())} of {requests}; "
-            f"failed {dict(progress.failed) or 0}; 429s from the server {sim.stats.total_429}"
+            f"The server charged {sim.stats.charged_tokens:,} tokens and answered "
+            f"{sim.stats.total_429} x 429; at {tpm:,} TPM the fastest possible run takes "
+            f"{sim.stats.charged_tokens / tpm * 60:.1f}s."
         )
-        print(
-            f"tokens charged {sim.stats.charged_tokens:,}; elapsed {elapsed:.1f}s; "
-            f"theoretical minimum {minimum:.1f}s; efficiency {minimum / elapsed:.0%}"
+    return status
+
+
+def _run_options(args: argparse.Namespace) -> RunOptions:
+    key = os.environ.get(args.api_key_env)
+    if not key:
+        raise ConfigurationError(
+            f"set the API key in ${args.api_key_env} (or name another variable with --api-key-env)"
         )
-    return 0 if not progress.failed else 1
+    limits = Limits(rpm=args.rpm, tpm=args.tpm) if args.rpm or args.tpm else None
+    output = args.output or args.requests.with_name(args.requests.stem + "_results.jsonl")
+    if output.resolve() == args.requests.resolve():
+        raise ConfigurationError("the results file must not be the input file")
+    if args.max_attempts < 1 or args.max_concurrency < 1:
+        raise ConfigurationError("--max-attempts and --max-concurrency must be at least 1")
+    return RunOptions(
+        args.requests,
+        output,
+        args.url,
+        key,
+        limits,
+        args.max_attempts,
+        args.max_concurrency,
+        args.retry_failed,
+    )
+
+
+async def _run(args: argparse.Namespace) -> int:
+    options = _run_options(args)
+    metrics = None
+    if args.metrics_port is not None:
+        metrics = PrometheusMetrics()
+        serve_metrics(metrics, args.metrics_port)
+    runner = JobRunner(
+        options,
+        live_progress=sys.stderr.isatty() and not args.no_progress,
+        show_progress=not args.no_progress,
+        on_event=metrics,
+    )
+    status = await runner.run()
+    print(runner.progress.summary(), file=sys.stderr)
+    if runner.fatal:
+        print(f"throttle: error: {runner.fatal}", file=sys.stderr)
+    elif runner.interrupted:
+        print("throttle: interrupted; run the same command again to finish", file=sys.stderr)
+    return status
 
 
 def _model_spec(text: str) -> tuple[str, ModelLimits]:
@@ -133,10 +154,39 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="throttle", description=__doc__)
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="send a JSONL file of requests, resumably")
+    run.add_argument("requests", type=Path, help="JSONL file: one request body per line")
+    run.add_argument("--url", required=True, help="the full endpoint URL")
+    run.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="results file (default: REQUESTS_results.jsonl)",
+    )
+    run.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the key (default OPENAI_API_KEY)",
+    )
+    run.add_argument("--rpm", type=float, default=None, help="requests per minute ceiling")
+    run.add_argument("--tpm", type=float, default=None, help="tokens per minute ceiling")
+    run.add_argument("--max-attempts", type=int, default=6)
+    run.add_argument("--max-concurrency", type=int, default=256)
+    run.add_argument(
+        "--retry-failed", action="store_true", help="also re-run lines whose result is an error"
+    )
+    run.add_argument("--no-progress", action="store_true")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics",
+    )
     demo = commands.add_parser("demo", help="run a job against the built-in simulated API")
-    demo.add_argument("--requests", type=int, default=2000)
-    demo.add_argument("--tpm", type=int, default=2_000_000)
-    demo.add_argument("--rpm", type=int, default=5_000)
+    demo.add_argument("--requests", type=int, default=3000)
+    demo.add_argument("--tpm", type=int, default=3_000_000)
+    demo.add_argument("--rpm", type=int, default=10_000)
     demo.add_argument("--latency", type=float, default=0.2, help="seconds per answer")
     sim = commands.add_parser("simulate", help="run the simulated OpenAI API until Ctrl-C")
     sim.add_argument("--port", type=int, default=8000, help="0 picks a free port")
@@ -176,8 +226,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``throttle`` command line; return the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    level = args.log_level.upper()
+    shows_progress = args.command == "demo" or not getattr(args, "no_progress", True)
+    if shows_progress and level == "WARNING":
+        level = "INFO"  # periodic progress lines when not on a terminal
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "run":
+            return asyncio.run(_run(args))
         if args.command == "demo":
             if args.requests < 1:
                 raise ConfigurationError("--requests must be at least 1")

@@ -173,7 +173,8 @@ class Throttle:
         """Send one JSON request through the scheduler and return the decoded answer.
 
         Args:
-            path: the endpoint below ``base_url`` (``"chat/completions"``, ``"embeddings"``).
+            path: the endpoint below ``base_url`` (``"chat/completions"``, ``"embeddings"``);
+                ``""`` when ``base_url`` is the full endpoint URL.
             body: the JSON request body.
             model: the model, when the body has none (Azure takes it from the URL).
             priority: smaller goes first; equal priorities are first come, first served.
@@ -189,7 +190,7 @@ class Throttle:
         """
         if self.base_url is None:
             raise ConfigurationError("post() needs a base_url; this Throttle has none")
-        url = f"{self.base_url}/{path.lstrip('/')}"
+        url = f"{self.base_url}/{path.lstrip('/')}" if path else self.base_url
         if isinstance(body, Mapping) and body.get("stream"):
             raise InvalidRequestError("post() returns one JSON answer; 'stream' must be false")
         model = model or _model_of(body) or azure_deployment(url)

@@ -1,0 +1,124 @@
+"""Tests for the runner's input and results files."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from throttle.errors import ConfigurationError
+from throttle.jobfile import (
+    IndexSet,
+    InvalidLineError,
+    ResultsFile,
+    count_lines,
+    parse_line,
+    read_lines,
+)
+
+
+def test_index_set_holds_a_million_indices_in_a_bitmap() -> None:
+    """Membership is exact and the count is of distinct indices."""
+    done = IndexSet()
+    for index in (0, 7, 8, 999_999, 7):
+        done.add(index)
+    assert done.count == 4
+    assert 999_999 in done
+    assert 6 not in done
+    assert 2_000_000 not in done
+
+
+def test_blank_lines_are_skipped_and_indices_count_non_blank_lines(tmp_path: Path) -> None:
+    """`index` is the 0-based number among non-blank lines."""
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"a": 1}\n\n   \n{"b": 2}\n{"c": 3}')
+    assert [(line.index, line.text) for line in read_lines(path)] == [
+        (0, '{"a": 1}'),
+        (1, '{"b": 2}'),
+        (2, '{"c": 3}'),
+    ]
+    assert count_lines(path) == 3
+
+
+def test_unreadable_input_is_a_configuration_error(tmp_path: Path) -> None:
+    """A missing file names itself in the error."""
+    with pytest.raises(ConfigurationError, match=r"nope\.jsonl"):
+        list(read_lines(tmp_path / "nope.jsonl"))
+    with pytest.raises(ConfigurationError, match=r"nope\.jsonl"):
+        count_lines(tmp_path / "nope.jsonl")
+
+
+def test_metadata_is_split_off_and_never_part_of_the_request() -> None:
+    """The top-level `metadata` object travels to the result, not to the server."""
+    body, metadata = parse_line('{"model": "m", "metadata": {"row": 3}}')
+    assert body == {"model": "m"}
+    assert metadata == {"row": 3}
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [("{not json", "invalid_json"), ("[1, 2]", "not_an_object"), ('"text"', "not_an_object")],
+)
+def test_bad_lines_are_named(text: str, kind: str) -> None:
+    """A line that is not a JSON object raises InvalidLineError with its kind."""
+    with pytest.raises(InvalidLineError) as caught:
+        parse_line(text)
+    assert caught.value.kind == kind
+
+
+def write_results(path: Path, records: list[dict[str, object]], tail: bytes = b"") -> None:
+    """A results file with the given records and an optional torn tail."""
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records) + tail)
+
+
+def test_resume_reads_done_indices(tmp_path: Path) -> None:
+    """Successes and errors are both done unless errors are to be retried."""
+    path = tmp_path / "out.jsonl"
+    write_results(path, [{"index": 0, "response": {}}, {"index": 2, "error": {}}])
+    resumed = ResultsFile.resume(path, retry_failed=False)
+    assert (0 in resumed.done, 1 in resumed.done, 2 in resumed.done) == (True, False, True)
+    assert (resumed.succeeded, resumed.failed) == (1, 1)
+
+
+def test_resume_cuts_a_line_torn_by_a_crash(tmp_path: Path) -> None:
+    """A last line without its newline is cut off; the earlier lines stay."""
+    path = tmp_path / "out.jsonl"
+    write_results(path, [{"index": 0, "response": {}}], tail=b'{"index": 1, "resp')
+    resumed = ResultsFile.resume(path, retry_failed=False)
+    assert resumed.repaired_bytes == len(b'{"index": 1, "resp')
+    assert resumed.done.count == 1
+    assert path.read_bytes().endswith(b"}\n")
+
+
+def test_resume_cuts_a_complete_but_corrupt_last_line(tmp_path: Path) -> None:
+    """A last line with a newline but half its JSON is cut as well."""
+    path = tmp_path / "out.jsonl"
+    write_results(path, [{"index": 0, "response": {}}], tail=b'{"index": 1, "re\n')
+    assert ResultsFile.resume(path, retry_failed=False).done.count == 1
+
+
+def test_retry_failed_rewrites_the_file_without_its_errors(tmp_path: Path) -> None:
+    """Errors to be retried leave the file, so a retried index never has two lines."""
+    path = tmp_path / "out.jsonl"
+    write_results(path, [{"index": 0, "response": {}}, {"index": 1, "error": {}}])
+    resumed = ResultsFile.resume(path, retry_failed=True)
+    assert 1 not in resumed.done
+    assert [json.loads(line)["index"] for line in path.read_text().splitlines()] == [0]
+
+
+def test_a_file_that_is_not_a_results_file_is_refused(tmp_path: Path) -> None:
+    """Pointing -o at some other JSONL gives a clear error instead of silently skipping."""
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"model": "m"}\n')
+    with pytest.raises(ConfigurationError, match="not a throttle results file"):
+        ResultsFile.resume(path, retry_failed=False)
+
+
+def test_each_result_is_one_whole_line(tmp_path: Path) -> None:
+    """Results are appended as complete JSON lines, unicode intact."""
+    results = ResultsFile(tmp_path / "out.jsonl")
+    results.write({"index": 0, "response": {"text": "héllo"}})
+    results.write({"index": 1, "error": {"type": "X"}})
+    results.close()
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["index"] for line in lines] == [0, 1]
+    assert "héllo" in lines[0]

@@ -1,0 +1,296 @@
+"""End-to-end tests of the job runner against the simulated API."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from throttle.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobRunner, RunOptions
+from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
+
+
+def chat_line(i: int, max_tokens: int = 20) -> str:
+    """One request line with metadata."""
+    return json.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": f"row {i}"}],
+            "metadata": {"row": i},
+        }
+    )
+
+
+def write_requests(path: Path, lines: list[str]) -> Path:
+    """Write an input file."""
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def results(path: Path) -> list[dict[str, Any]]:
+    """The result records of a results file."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def options(tmp_path: Path, url: str, **overrides: Any) -> RunOptions:
+    """Run options for requests.jsonl in tmp_path."""
+    values: dict[str, Any] = {
+        "input": tmp_path / "requests.jsonl",
+        "output": tmp_path / "results.jsonl",
+        "url": f"{url}/chat/completions",
+        "api_key": "sk-run",
+        "max_attempts": 3,
+    }
+    values.update(overrides)
+    return RunOptions(**values)
+
+
+def fast(**overrides: Any) -> SimulatorConfig:
+    """A quick simulator."""
+    values: dict[str, Any] = {"latency": 0.01}
+    values.update(overrides)
+    return SimulatorConfig(**values)
+
+
+async def test_every_line_gets_exactly_one_result_with_its_metadata(tmp_path: Path) -> None:
+    """A clean run: exit 0, one line per index, metadata carried, never sent."""
+    write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(40)])
+    async with SimulatedAPI(fast()) as sim:
+        status = await JobRunner(options(tmp_path, sim.base_url), show_progress=False).run()
+    records = results(tmp_path / "results.jsonl")
+    assert status == EXIT_OK
+    assert sorted(r["index"] for r in records) == list(range(40))
+    assert all(r["metadata"] == {"row": r["index"]} for r in records)
+    assert all("metadata" not in r["request"] for r in records)
+    assert all(r["response"]["object"] == "chat.completion" for r in records)
+
+
+async def test_bad_lines_get_error_results_and_the_job_goes_on(tmp_path: Path) -> None:
+    """Broken JSON, non-objects and wrong types fail alone; exit 1."""
+    lines = [
+        chat_line(0),
+        "{broken",
+        "[1, 2]",
+        json.dumps({"model": "m", "messages": 5}),
+        "",
+        chat_line(4),
+    ]
+    write_requests(tmp_path / "requests.jsonl", lines)
+    async with SimulatedAPI(fast()) as sim:
+        status = await JobRunner(options(tmp_path, sim.base_url), show_progress=False).run()
+    by_index = {r["index"]: r for r in results(tmp_path / "results.jsonl")}
+    assert status == EXIT_FAILED
+    assert set(by_index) == {0, 1, 2, 3, 4}
+    assert by_index[1]["error"]["code"] == "invalid_json"
+    assert by_index[1]["line"] == "{broken"
+    assert by_index[2]["error"]["code"] == "not_an_object"
+    assert by_index[3]["error"]["type"] == "InvalidRequestError"
+    assert "messages" in by_index[3]["error"]["message"]
+    assert "response" in by_index[0]
+    assert "response" in by_index[4]
+    assert sim.stats.received == 2
+
+
+async def test_running_again_sends_nothing_that_already_has_a_result(tmp_path: Path) -> None:
+    """Resume: a finished job run again sends no request and exits 0."""
+    write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(10)])
+    async with SimulatedAPI(fast()) as sim:
+        await JobRunner(options(tmp_path, sim.base_url), show_progress=False).run()
+        again = await JobRunner(options(tmp_path, sim.base_url), show_progress=False).run()
+    assert again == EXIT_OK
+    assert sim.stats.received == 10
+    assert len(results(tmp_path / "results.jsonl")) == 10
+
+
+async def test_retry_failed_reruns_only_error_lines_once_each(tmp_path: Path) -> None:
+    """Error results are redone with --retry-failed and replaced, never duplicated."""
+    write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(6)])
+    async with SimulatedAPI(fast()) as sim:
+        sim.inject("server_error", 9)  # the first three requests fail all 3 attempts
+        first = JobRunner(options(tmp_path, sim.base_url, max_concurrency=1), show_progress=False)
+        assert await first.run() == EXIT_FAILED
+        plain = await JobRunner(options(tmp_path, sim.base_url), show_progress=False).run()
+        retried = await JobRunner(
+            options(tmp_path, sim.base_url, retry_failed=True), show_progress=False
+        ).run()
+    records = results(tmp_path / "results.jsonl")
+    assert (plain, retried) == (EXIT_FAILED, EXIT_OK)
+    assert sorted(r["index"] for r in records) == list(range(6))
+    assert all("response" in r for r in records)
+
+
+async def test_a_torn_last_result_is_repaired_and_redone(tmp_path: Path) -> None:
+    """A crash mid-write leaves half a line: it is cut and its request runs again."""
+    write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(3)])
+    output = tmp_path / "results.jsonl"
+    output.write_text(json.dumps({"index": 0, "response": {}}) + "\n" + '{"index": 1, "resp')
+    async with SimulatedAPI(fast()) as sim:
+        status = await JobRunner(options(tmp_path, sim.base_url), show_progress=False).run()
+    assert status == EXIT_OK
+    assert sorted(r["index"] for r in results(output)) == [0, 1, 2]
+    assert sim.stats.received == 2
+
+
+async def test_quota_error_mid_run_records_every_unfinished_line_quickly(tmp_path: Path) -> None:
+    """Quota mid-run: every line recorded within seconds, exit 1, rerunnable with retry."""
+    write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(500)])
+    async with SimulatedAPI(fast(latency=0.05, quota_tokens=1500)) as sim:
+        started = time.monotonic()
+        status = await JobRunner(
+            options(tmp_path, sim.base_url, max_concurrency=8), show_progress=False
+        ).run()
+        elapsed = time.monotonic() - started
+    records = results(tmp_path / "results.jsonl")
+    quota = [r for r in records if "error" in r]
+    assert status == EXIT_FAILED
+    assert elapsed < 10
+    assert sorted(r["index"] for r in records) == list(range(500))
+    assert quota
+    assert {r["error"]["type"] for r in quota} == {"QuotaExhaustedError"}
+    assert sim.stats.received_after_quota <= 8
+    async with SimulatedAPI(fast()) as billing_fixed:
+        status = await JobRunner(
+            options(tmp_path, billing_fixed.base_url, retry_failed=True), show_progress=False
+        ).run()
+    assert status == EXIT_OK
+    assert billing_fixed.stats.received == len(quota)
+    assert all("response" in r for r in results(tmp_path / "results.jsonl"))
+
+
+async def test_a_rejected_key_stops_the_run_without_losing_lines(tmp_path: Path) -> None:
+    """401: exit 2 with a clear message; the lines stay pending for the fixed key."""
+    write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(50)])
+    config = fast(organizations={"sk-good": "org-1"})
+    async with SimulatedAPI(config) as sim:
+        runner = JobRunner(
+            options(tmp_path, sim.base_url, api_key="sk-bad"),
+            show_progress=False,
+        )
+        status = await runner.run()
+        assert status == EXIT_USAGE
+        assert runner.fatal is not None
+        assert "401" in runner.fatal
+        assert "invalid_api_key" in runner.fatal
+        assert sim.stats.received <= 3  # the cautious probes; the queue was never sent
+        fixed = await JobRunner(
+            options(tmp_path, sim.base_url, api_key="sk-good"), show_progress=False
+        ).run()
+    assert fixed == EXIT_OK
+    assert len(results(tmp_path / "results.jsonl")) == 50
+
+
+def run_command(args: list[str], **kwargs: Any) -> "subprocess.Popen[str]":
+    """Start `throttle run` as a real process."""
+    env = {**os.environ, "OPENAI_API_KEY": "sk-cli"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "throttle", "run", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def line_count(path: Path) -> int:
+    """Lines in a file that may not exist yet."""
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+async def wait_for_lines(path: Path, count: int) -> int:
+    """Wait (at most a minute) until the results file has `count` lines; return how many."""
+    async with asyncio.timeout(60):
+        # Another process writes the file: there is nothing to wait on but the file itself.
+        while (lines := await asyncio.to_thread(line_count, path)) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return lines
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+async def test_a_killed_run_resumes_to_exactly_one_result_per_line(
+    tmp_path: Path, signum: int
+) -> None:
+    """Killed halfway and rerun: one success per line, server calls <= total + in flight."""
+    total, concurrency = 150, 8
+    write_requests(tmp_path / "requests.jsonl", [chat_line(i, 200) for i in range(total)])
+    config = fast(latency=0.1, default_limits=ModelLimits(rpm=6000, tpm=600_000))
+    output = tmp_path / "results.jsonl"
+    async with SimulatedAPI(config) as sim:
+        url = f"{sim.base_url}/chat/completions"
+        args = [
+            str(tmp_path / "requests.jsonl"),
+            "--url",
+            url,
+            "-o",
+            str(output),
+            "--no-progress",
+            "--max-concurrency",
+            str(concurrency),
+        ]
+        with run_command(args) as first:
+            await wait_for_lines(output, total // 3)
+            first.send_signal(signum)
+            code = await asyncio.to_thread(first.wait, 30)
+            written_at_stop = line_count(output)
+            answered_at_stop = sim.stats.succeeded
+        with run_command(args) as second:
+            second_code = await asyncio.to_thread(second.wait, 60)
+    records = results(output)
+    assert sorted(r["index"] for r in records) == list(range(total))
+    assert all("response" in r for r in records)
+    assert second_code == 0
+    assert sim.stats.succeeded <= total + concurrency
+    if signum == signal.SIGTERM:
+        assert code == 130
+        assert written_at_stop == answered_at_stop  # in-flight answers were all written
+        assert sim.stats.succeeded == total
+    else:
+        assert code == -signal.SIGKILL
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.jsonl", "--url", "http://127.0.0.1:9/v1/chat/completions"], "cannot read"),
+        (["--url", "http://127.0.0.1:9/v1/chat/completions"], "required"),
+    ],
+)
+def test_usage_and_input_file_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    """An unreadable input or a malformed command exits 2 naming the problem."""
+    with run_command(args, cwd=tmp_path) as process:
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert message in err
+
+
+def test_a_missing_key_is_named(tmp_path: Path) -> None:
+    """Without the key variable the run refuses to start, naming the variable."""
+    write_requests(tmp_path / "requests.jsonl", [chat_line(0)])
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "throttle",
+            "run",
+            str(tmp_path / "requests.jsonl"),
+            "--url",
+            "http://127.0.0.1:9/v1/chat/completions",
+            "--api-key-env",
+            "MY_KEY",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "$MY_KEY" in done.stderr
