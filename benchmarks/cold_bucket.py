@@ -5,10 +5,11 @@ just drained the key). The limits are not given to throttle: it must learn them.
 
 Theoretical minimum = tokens the server charged / TPM (the bucket only refills that fast).
 Targets: all succeed, at most 6 answers of 429, elapsed <= 1.1 x the minimum through
-``Throttle.post`` (issue 2) and <= 1.15 x through ``AsyncOpenAI`` with the throttle transport
-(issue 3). ``--via both`` (the default) runs the two one after the other, side by side.
+``Throttle.post`` (issue 2), <= 1.15 x through ``AsyncOpenAI`` with the throttle transport
+(issue 3), <= 1.1 x through ``throttle run``'s engine over a JSONL file, with exactly one
+result line per index (issue 4). ``--via all`` (the default) runs them one after the other.
 
-Run: ``TIKTOKEN_CACHE_DIR=.cache/tiktoken python benchmarks/cold_bucket.py [--via both]``.
+Run: ``TIKTOKEN_CACHE_DIR=.cache/tiktoken python benchmarks/cold_bucket.py [--via all]``.
 """
 
 from __future__ import annotations
@@ -18,16 +19,20 @@ import asyncio
 import dataclasses
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import openai
 
 import throttle
+from throttle.runner import JobRunner, RunOptions
 from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
 
 RPM, TPM, LATENCY = 3_000, 1_000_000, 0.3
-TARGET_RATIO = {"native": 1.1, "openai": 1.15}
+TARGET_RATIO = {"native": 1.1, "openai": 1.15, "run": 1.1}
+CLIENTS = tuple(TARGET_RATIO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +71,24 @@ def chat_body(index: int) -> dict[str, object]:
     }
 
 
+async def _run_file(base_url: str, bodies: list[dict[str, object]]) -> list[object]:
+    """The job runner over a JSONL file; one outcome per line, from the results file."""
+    with tempfile.TemporaryDirectory(prefix="throttle-bench-") as folder:
+        requests = Path(folder) / "requests.jsonl"
+        requests.write_text("".join(json.dumps(body) + "\n" for body in bodies))
+        output = Path(folder) / "results.jsonl"
+        options = RunOptions(requests, output, f"{base_url}/chat/completions", "sk-bench")
+        await JobRunner(options, show_progress=False).run()
+        records = [json.loads(line) for line in output.read_text().splitlines()]
+    indices = sorted(record["index"] for record in records)
+    assert indices == list(range(len(bodies))), "one result line per index"
+    return [RuntimeError(str(r["error"])) if "error" in r else r["response"] for r in records]
+
+
 async def _send_all(base_url: str, requests: int, via: str) -> list[object]:
     bodies = [chat_body(i) for i in range(requests)]
+    if via == "run":
+        return await _run_file(base_url, bodies)
     if via == "openai":
         sdk = openai.AsyncOpenAI(base_url=base_url, api_key="sk-bench")
         async with throttle.Throttle() as t, sdk, throttle.wrap_openai(sdk, t) as client:
@@ -87,7 +108,7 @@ async def _send_all(base_url: str, requests: int, via: str) -> list[object]:
 async def run(
     requests: int, *, rpm: int = RPM, tpm: int = TPM, latency: float = LATENCY, via: str = "native"
 ) -> ColdBucketResult:
-    """Run the benchmark once through ``via`` ("native" or "openai") and return its figures."""
+    """Run the benchmark once through ``via`` (one of :data:`CLIENTS`); return its figures."""
     config = SimulatorConfig(
         default_limits=ModelLimits(rpm=rpm, tpm=tpm), start_level=0.0, latency=latency
     )
@@ -112,9 +133,9 @@ def main() -> None:
     """Run and print the figures as JSON; exit 1 when a target is missed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=1200)
-    parser.add_argument("--via", choices=("native", "openai", "both"), default="both")
+    parser.add_argument("--via", choices=(*CLIENTS, "all"), default="all")
     args = parser.parse_args()
-    clients = ("native", "openai") if args.via == "both" else (args.via,)
+    clients = CLIENTS if args.via == "all" else (args.via,)
     results = [asyncio.run(run(args.requests, via=via)) for via in clients]
     figures = [
         {

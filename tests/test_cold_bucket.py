@@ -16,3 +16,11 @@ async def test_cold_bucket_through_the_openai_sdk_all_succeed_with_few_429s() ->
     result = await run(200, rpm=3_000, tpm=3_000_000, latency=0.05, via="openai")
     assert result.failed == 0
     assert result.server_429 <= 6
+
+
+async def test_cold_bucket_through_the_job_runner_all_succeed_once_each() -> None:
+    """The same burst as a JSONL file through `throttle run`'s engine: one result per line."""
+    result = await run(200, rpm=3_000, tpm=3_000_000, latency=0.05, via="run")
+    assert result.failed == 0
+    assert result.succeeded == 200
+    assert result.server_429 <= 6

@@ -2,7 +2,8 @@
 
 from throttle.testing.manual_clock import ManualClock
 from throttle.testing.sim_config import Faults, LimitChange, ModelLimits, SimulatorConfig
-from throttle.testing.simulator import FAULTS, SimulatedAPI, SimulatorStats
+from throttle.testing.sim_stats import SimulatorStats
+from throttle.testing.simulator import FAULTS, SimulatedAPI
 
 __all__ = [
     "FAULTS",

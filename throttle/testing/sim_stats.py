@@ -1,0 +1,53 @@
+"""What the simulated API saw: counts that tests and benchmarks check throttle against."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import Any
+
+
+@dataclasses.dataclass(slots=True)
+class SimulatorStats:
+    """What the simulated server saw. Times are ``time.monotonic()`` seconds.
+
+    Attributes:
+        received: requests that reached the server.
+        succeeded: requests answered with a success.
+        rate_limited: 429 rate_limit_exceeded answers, by limit type.
+        too_large: 429 "Request too large" answers.
+        quota_errors: 429 insufficient_quota answers.
+        injected: injected faults, by kind.
+        rejected: 400/401 answers.
+        charged_tokens: tokens charged against TPM by successful admissions.
+        first_request_at: when the first request arrived.
+        last_success_at: when the last success was answered.
+        first_quota_error_at: when the first insufficient_quota answer was sent.
+        received_after_quota: requests that arrived after that.
+    """
+
+    received: int = 0
+    succeeded: int = 0
+    rate_limited: Counter[str] = dataclasses.field(default_factory=Counter)
+    too_large: int = 0
+    quota_errors: int = 0
+    injected: Counter[str] = dataclasses.field(default_factory=Counter)
+    rejected: int = 0
+    charged_tokens: int = 0
+    first_request_at: float | None = None
+    last_success_at: float | None = None
+    first_quota_error_at: float | None = None
+    received_after_quota: int = 0
+
+    @property
+    def total_429(self) -> int:
+        """Every 429 rate_limit_exceeded answer (request-too-large and quota excluded)."""
+        return sum(self.rate_limited.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the stats as JSON-ready data."""
+        data = dataclasses.asdict(self)
+        data["rate_limited"] = dict(self.rate_limited)
+        data["injected"] = dict(self.injected)
+        data["total_429"] = self.total_429
+        return data
