@@ -19,7 +19,7 @@ import time
 from collections import Counter
 
 import throttle
-from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
+from throttle.testing import InFlightWatch, ModelLimits, SimulatedAPI, SimulatorConfig
 
 BODY = {
     "model": "gpt-4o-mini",
@@ -28,30 +28,12 @@ BODY = {
 }
 
 
-class Watch:
-    """Counts attempts in flight and notes the moment the breaker opened."""
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.in_flight_at_open = -1
-        self.opened_at = 0.0
-
-    def __call__(self, event: throttle.Event) -> None:
-        """Update from one scheduler event."""
-        if isinstance(event, throttle.RequestAdmitted):
-            self.in_flight += 1
-        elif isinstance(event, throttle.AttemptFinished):
-            self.in_flight -= 1
-        elif isinstance(event, throttle.QuotaBreakerOpened):
-            self.in_flight_at_open, self.opened_at = self.in_flight, time.monotonic()
-
-
 async def measure(requests: int = 2000) -> dict[str, object]:
     """Run the job and return the figures."""
     config = SimulatorConfig(
         default_limits=ModelLimits(rpm=6000, tpm=2_000_000), latency=0.2, quota_tokens=100_000
     )
-    watch, failed_at = Watch(), []
+    watch, failed_at = InFlightWatch(), []
     async with (
         SimulatedAPI(config) as sim,
         throttle.Throttle(sim.base_url, "sk-quota", on_event=watch) as client,
@@ -68,16 +50,18 @@ async def measure(requests: int = 2000) -> dict[str, object]:
             return "ok"
 
         outcomes = Counter(await asyncio.gather(*(one() for _ in range(requests))))
+    assert watch.opened_at is not None, "the quota breaker never opened"
+    assert watch.in_flight_when_opened is not None
     latest = max(failed_at) - watch.opened_at
     return {
         "outcomes": dict(outcomes),
         "latest_failure_after_open_seconds": round(latest, 3),
-        "in_flight_when_breaker_opened": watch.in_flight_at_open,
+        "in_flight_when_breaker_opened": watch.in_flight_when_opened,
         "received_after_first_quota_error": sim.stats.received_after_quota,
         "meets_targets": (
             set(outcomes) <= {"ok", "quota"}
             and latest < 1.0
-            and sim.stats.received_after_quota <= watch.in_flight_at_open
+            and sim.stats.received_after_quota <= watch.in_flight_when_opened
         ),
     }
 

@@ -8,7 +8,7 @@ import pytest
 
 import throttle
 from throttle import QuotaExhaustedError, RetryPolicy, StreamTruncatedError, Throttle
-from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
+from throttle.testing import InFlightWatch, ModelLimits, SimulatedAPI, SimulatorConfig
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hello there"}]
 FAST = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02)
@@ -181,17 +181,7 @@ async def test_sdk_retries_do_not_multiply_throttles() -> None:
 async def test_quota_surfaces_after_one_server_call_per_in_flight_request() -> None:
     """Quota: in-flight calls get the SDK's RateLimitError, later ones QuotaExhaustedError."""
     config = fast(latency=0.1, quota_tokens=3000)
-    opened: dict[str, int] = {}
-    in_flight = 0
-
-    def watch(event: throttle.Event) -> None:
-        nonlocal in_flight
-        if isinstance(event, throttle.RequestAdmitted):
-            in_flight += 1
-        elif isinstance(event, throttle.AttemptFinished):
-            in_flight -= 1
-        elif isinstance(event, throttle.QuotaBreakerOpened):
-            opened["in_flight"] = in_flight
+    watch = InFlightWatch()
 
     async with (
         SimulatedAPI(config) as sim,
@@ -215,7 +205,8 @@ async def test_quota_surfaces_after_one_server_call_per_in_flight_request() -> N
     assert all(r.code == "insufficient_quota" for r in sdk_quota)
     assert refused
     assert sim.stats.quota_errors == len(sdk_quota)
-    assert sim.stats.received_after_quota <= opened["in_flight"]
+    assert watch.in_flight_when_opened is not None
+    assert sim.stats.received_after_quota <= watch.in_flight_when_opened
 
 
 async def test_azure_client_is_throttled_per_deployment() -> None:

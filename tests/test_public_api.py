@@ -103,4 +103,5 @@ def test_testing_module_exports() -> None:
     """The public testing module offers the simulator and the manual clock."""
     assert "SimulatedAPI" in throttle.testing.__all__
     assert "ManualClock" in throttle.testing.__all__
+    assert "InFlightWatch" in throttle.testing.__all__
     assert throttle.testing.__all__ == sorted(throttle.testing.__all__)

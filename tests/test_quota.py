@@ -7,7 +7,7 @@ import pytest
 
 import throttle
 from throttle import QuotaExhaustedError, Throttle
-from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
+from throttle.testing import InFlightWatch, ModelLimits, SimulatedAPI, SimulatorConfig
 
 BODY = {
     "model": "gpt-4o-mini",
@@ -16,30 +16,12 @@ BODY = {
 }
 
 
-class InFlightAtBreak:
-    """Counts attempts in flight, and remembers the count when the breaker opened."""
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.at_open: int | None = None
-        self.opened_at: float | None = None
-
-    def __call__(self, event: throttle.Event) -> None:
-        """Update the count from one event."""
-        if isinstance(event, throttle.RequestAdmitted):
-            self.in_flight += 1
-        elif isinstance(event, throttle.AttemptFinished):
-            self.in_flight -= 1
-        elif isinstance(event, throttle.QuotaBreakerOpened):
-            self.at_open, self.opened_at = self.in_flight, time.monotonic()
-
-
 async def test_quota_exhausted_mid_job_fails_the_rest_at_once() -> None:
     """After insufficient_quota the rest fail within 1 s; only in-flight ones reach the server."""
     config = SimulatorConfig(
         default_limits=ModelLimits(rpm=60_000, tpm=5_000_000), latency=0.2, quota_tokens=60_000
     )
-    watch = InFlightAtBreak()
+    watch = InFlightWatch()
     failed_at: list[float] = []
     async with (
         SimulatedAPI(config) as sim,
@@ -56,11 +38,11 @@ async def test_quota_exhausted_mid_job_fails_the_rest_at_once() -> None:
 
         outcomes = await asyncio.gather(*(one() for _ in range(1000)))
     assert watch.opened_at is not None
-    assert watch.at_open is not None
+    assert watch.in_flight_when_opened is not None
     assert outcomes.count("ok") + outcomes.count("quota") == 1000
     assert outcomes.count("quota") > 500
     assert max(failed_at) - watch.opened_at < 1.0
-    assert sim.stats.received_after_quota <= watch.at_open
+    assert sim.stats.received_after_quota <= watch.in_flight_when_opened
 
 
 async def test_open_breaker_refuses_new_requests_without_sending() -> None:
