@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from throttle.classify import classify_response
 from throttle.client import Throttle
-from throttle.errors import StreamTruncatedError, ThrottleError
+from throttle.errors import RetryExhaustedError, StreamTruncatedError, ThrottleError
 from throttle.estimate import TokenEstimate, estimate_tokens
 from throttle.events import usage_event
 from throttle.headers import parse_rate_limit_headers
@@ -137,11 +137,16 @@ def report_usage(throttle: Throttle, key: BucketKey, usage: object) -> None:
 
 
 def _ended_by(error: ThrottleError, answered: ThrottleError | None) -> bool:
-    """Whether ``error`` ended the request on the very answer that carried ``answered``."""
+    """Whether ``error`` ended the request on the very answer that carried ``answered``.
+
+    True for that answer's own error, or retries running out on it; a deadline, a closed
+    client or an open breaker is throttle's decision, not the server's answer.
+    """
     if answered is None:
         return False
-    last = getattr(error, "last_error", None)
-    return error is answered or last is answered
+    if isinstance(error, RetryExhaustedError):
+        return error.last_error is answered
+    return error is answered
 
 
 async def exchange(
