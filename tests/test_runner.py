@@ -39,12 +39,12 @@ def results(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def options(tmp_path: Path, url: str, **overrides: Any) -> RunOptions:
-    """Run options for requests.jsonl in tmp_path."""
+def options(tmp_path: Path, base_url: str, **overrides: Any) -> RunOptions:
+    """Run options for requests.jsonl in tmp_path, chat completions at `base_url`."""
     values: dict[str, Any] = {
         "input": tmp_path / "requests.jsonl",
         "output": tmp_path / "results.jsonl",
-        "url": f"{url}/chat/completions",
+        "url": f"{base_url}/chat/completions",
         "api_key": "sk-run",
         "max_attempts": 3,
     }
@@ -294,3 +294,22 @@ def test_a_missing_key_is_named(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "$MY_KEY" in done.stderr
+
+
+async def test_azure_deployment_urls_work_with_their_query_string(tmp_path: Path) -> None:
+    """An Azure URL: the deployment is the model, api-version rides along, api-key header."""
+    write_requests(
+        tmp_path / "requests.jsonl",
+        [
+            json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
+            for _ in range(3)
+        ],
+    )
+    async with SimulatedAPI(fast()) as sim:
+        url = f"{sim.azure_url('my-4o')}/chat/completions?api-version=2024-10-21"
+        status = await JobRunner(
+            options(tmp_path, sim.base_url, url=url), show_progress=False
+        ).run()
+    records = results(tmp_path / "results.jsonl")
+    assert status == EXIT_OK
+    assert [r["response"]["model"] for r in records] == ["my-4o"] * 3
