@@ -229,6 +229,13 @@ class BiasedServer:
         return snapshot(self.capacity, self.level)
 
 
+def learning_from(server: BiasedServer) -> KeyLimits:
+    """A key with no reserve that has learned the server's bucket from one answer."""
+    state = KeyLimits(Limits(), NO_RESERVE)
+    learn(state, snapshot(server.capacity, server.level))
+    return state
+
+
 def run_biased_job(state: KeyLimits, server: BiasedServer, requests: int, in_flight: int) -> None:
     """Admit `requests` of 100 tokens with `in_flight` unanswered at a time (time stands still)."""
     pending: list[tuple[Ticket, RateLimitSnapshot]] = []
@@ -242,9 +249,8 @@ def run_biased_job(state: KeyLimits, server: BiasedServer, requests: int, in_fli
 
 def test_persistent_undercount_is_learned_as_a_token_scale() -> None:
     """A server charging 1.5x every estimate teaches a scale of about 1.5."""
-    state = KeyLimits(Limits(), NO_RESERVE)
     server = BiasedServer(capacity=10_000_000, bias=1.5)
-    learn(state, snapshot(server.capacity, server.level))
+    state = learning_from(server)
     run_biased_job(state, server, requests=200, in_flight=5)
     assert state.token_scale == pytest.approx(1.5, rel=0.02)
     assert state.tokens is not None
@@ -254,28 +260,25 @@ def test_persistent_undercount_is_learned_as_a_token_scale() -> None:
 
 def test_calibration_stays_out_of_a_nearly_full_bucket() -> None:
     """Near capacity the server's refill was capped: the gap says nothing about estimates."""
-    state = KeyLimits(Limits(), NO_RESERVE)
     server = BiasedServer(capacity=10_000_000, bias=1.5)
     server.level = server.capacity
-    learn(state, snapshot(server.capacity, server.level))
+    state = learning_from(server)
     run_biased_job(state, server, requests=50, in_flight=3)
     assert state.token_scale == 1.0
 
 
 def test_overcounting_never_scales_below_one() -> None:
     """Estimates above the server's count keep a scale of 1: slower never means unsafe."""
-    state = KeyLimits(Limits(), NO_RESERVE)
     server = BiasedServer(capacity=10_000_000, bias=0.5)
-    learn(state, snapshot(server.capacity, server.level))
+    state = learning_from(server)
     run_biased_job(state, server, requests=100, in_flight=3)
     assert state.token_scale == 1.0
 
 
 def test_refused_requests_do_not_drag_the_scale_down() -> None:
     """A 429'd request was never charged; counting it as charged would hide an undercount."""
-    state = KeyLimits(Limits(), NO_RESERVE)
     server = BiasedServer(capacity=10_000_000, bias=1.3)
-    learn(state, snapshot(server.capacity, server.level))
+    state = learning_from(server)
     for _ in range(100):
         refused = admitted(state, Cost(100), 0)  # the server refuses it: no charge
         state.complete(
