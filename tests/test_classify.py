@@ -13,7 +13,7 @@ from throttle import (
     Verdict,
     classify_response,
 )
-from throttle.classify import retry_delay_from_message
+from throttle.classify import decode_body, retry_delay_from_message
 
 
 def body(message: str, kind: str | None, code: str | None) -> dict[str, Any]:
@@ -226,3 +226,10 @@ def test_server_error_honours_retry_after_header() -> None:
 def test_retry_delay_from_message(message: str, seconds: float | None) -> None:
     """Every delay phrasing seen in 429 messages is read."""
     assert retry_delay_from_message(message) == seconds
+
+
+def test_bodies_decode_as_json_or_else_as_text() -> None:
+    """JSON bodies become data; anything else (a proxy's HTML) stays readable text."""
+    assert decode_body(b'{"error": {"code": "x"}}') == {"error": {"code": "x"}}
+    assert decode_body(b"<html>Bad Gateway</html>") == "<html>Bad Gateway</html>"
+    assert decode_body(b"\xff") == "\ufffd"

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from throttle import LimitReading, RateLimitSnapshot, parse_rate_limit_headers
-from throttle.headers import parse_retry_after, parse_should_retry
+from throttle.headers import header, parse_retry_after, parse_should_retry
 
 OPENAI = {
     "x-ratelimit-limit-requests": "60",
@@ -151,3 +151,10 @@ def test_should_retry_header() -> None:
     assert parse_should_retry({"X-Should-Retry": "False"}) is False
     assert parse_should_retry({"x-should-retry": "maybe"}) is None
     assert parse_should_retry({}) is None
+
+
+def test_header_lookup_ignores_the_case_of_names() -> None:
+    """One lookup serves plain dicts whatever case the server or client used."""
+    assert header({"X-Request-Id": "req_1"}, "x-request-id") == "req_1"
+    assert header({"content-type": "application/json"}, "Content-Type") == "application/json"
+    assert header({}, "api-key") is None

@@ -126,7 +126,9 @@ async def test_retry_failed_reruns_only_error_lines_once_each(tmp_path: Path) ->
     assert all("response" in r for r in records)
 
 
-async def test_a_torn_last_result_is_repaired_and_redone(tmp_path: Path) -> None:
+async def test_a_torn_last_result_is_repaired_and_redone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A crash mid-write leaves half a line: it is cut and its request runs again."""
     write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(3)])
     output = tmp_path / "results.jsonl"
@@ -135,6 +137,7 @@ async def test_a_torn_last_result_is_repaired_and_redone(tmp_path: Path) -> None
         status = await JobRunner(options(tmp_path, sim.base_url), show_progress=False).run()
     assert status == EXIT_OK
     assert sorted(r["index"] for r in results(output)) == [0, 1, 2]
+    assert "torn by a crash" in caplog.text
     assert sim.stats.received == 2
 
 

@@ -6,6 +6,7 @@ hand the status, headers and decoded body here.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from throttle.errors import (
     ServerError,
     ThrottleError,
 )
-from throttle.headers import parse_retry_after, parse_should_retry
+from throttle.headers import header, parse_retry_after, parse_should_retry
 
 BILLING_CODES = frozenset(
     {
@@ -67,6 +68,15 @@ class Classification:
 
 
 SUCCESS = Classification(Verdict.SUCCESS)
+
+
+def decode_body(raw: bytes) -> object:
+    """Return a response body as :func:`classify_response` reads it: JSON, else its text."""
+    try:
+        decoded: object = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+    return decoded
 
 
 def _error_fields(body: object) -> tuple[str | None, str | None, str]:
@@ -140,9 +150,8 @@ def classify_response(status: int, headers: Mapping[str, str], body: object) -> 
     if 200 <= status < 300:
         return SUCCESS
     code, kind, message = _error_fields(body)
-    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
-    details = ErrorDetails(status, code, kind, message, lowered.get("x-request-id"))
-    retry_after = parse_retry_after(lowered)
+    details = ErrorDetails(status, code, kind, message, header(headers, "x-request-id"))
+    retry_after = parse_retry_after(headers)
     if retry_after is None:
         retry_after = retry_delay_from_message(message)
     if status == 429 and (
@@ -157,7 +166,7 @@ def classify_response(status: int, headers: Mapping[str, str], body: object) -> 
         return Classification(Verdict.RATE_LIMITED, limited)
     server_side = status >= 500 or status in RETRYABLE_STATUSES
     error = (ServerError if server_side else APIStatusError)(details, retry_after=retry_after)
-    should_retry = parse_should_retry(lowered)
+    should_retry = parse_should_retry(headers)
     error.retryable = server_side if should_retry is None else should_retry
     return Classification(Verdict.SERVER_ERROR if server_side else Verdict.CLIENT_ERROR, error)
 

@@ -6,7 +6,6 @@ exceptions into :class:`TransportError`. Everything about rate limits is the sch
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -14,7 +13,13 @@ from typing import Any, Self, TypeVar
 import aiohttp
 
 from throttle.backend import LimitBackend, MemoryBackend
-from throttle.classify import SUCCESS, Classification, classify_response, verdict_for
+from throttle.classify import (
+    SUCCESS,
+    Classification,
+    classify_response,
+    decode_body,
+    verdict_for,
+)
 from throttle.clock import Clock, MonotonicClock
 from throttle.errors import (
     ConfigurationError,
@@ -263,7 +268,8 @@ class Throttle:
             headers = dict(self._extra_headers)
             if self._api_key:
                 azure = self.base_url is not None and (
-                    ".openai.azure.com" in self.base_url or "/openai/deployments" in self.base_url
+                    ".openai.azure.com" in self.base_url
+                    or azure_deployment(self.base_url) is not None
                 )
                 if self._auth == "api-key" or (self._auth == "auto" and azure):
                     headers["api-key"] = self._api_key
@@ -285,13 +291,14 @@ class Throttle:
                 status, headers = response.status, response.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransportError(f"POST {url} failed: {type(exc).__name__}: {exc}") from exc
-        decoded = _decode(raw)
+        decoded = decode_body(raw)
         if 200 <= status < 300 and not isinstance(decoded, dict):
             raise TransportError(f"POST {url}: status {status} with a body that is not JSON")
         classification = classify_response(status, headers, decoded)
-        usage = usage_event(key, decoded.get("usage")) if classification.error is None else None
-        if usage is not None:
-            self.events.emit(usage)
+        if classification.error is None and isinstance(decoded, dict):
+            usage = usage_event(key, decoded.get("usage"))
+            if usage is not None:
+                self.events.emit(usage)
         return Reply(
             classification,
             parse_rate_limit_headers(headers),
@@ -299,13 +306,6 @@ class Throttle:
             status,
             headers.get("x-request-id"),
         )
-
-
-def _decode(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode("utf-8", "replace")
 
 
 def _model_of(body: object) -> str | None:

@@ -59,6 +59,17 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {str(name).lower(): str(value) for name, value in headers.items()}
 
 
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """Return the value of header ``name`` whatever the case of the names, or ``None``.
+
+    Args:
+        headers: request or response headers (a plain dict or a library's header object).
+        name: the header name, any case.
+    """
+    wanted = name.lower()
+    return next((str(v) for k, v in headers.items() if str(k).lower() == wanted), None)
+
+
 def _number(headers: dict[str, str], name: str) -> float | None:
     raw = headers.get(name)
     if raw is None:

@@ -9,6 +9,7 @@ survive crashes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from throttle.limits import Limits
 from throttle.progress import JobTally, Progress
 from throttle.retry import RetryPolicy
 
+logger = logging.getLogger(__name__)
 SYNC_EVERY_SECONDS = 1.0
 FATAL_STATUSES = frozenset({401, 403})  # the key or URL is wrong: every other line would fail
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -120,6 +122,12 @@ class JobRunner:
         """
         options = self.options
         resumed = ResultsFile.resume(options.output, retry_failed=options.retry_failed)
+        if resumed.repaired_bytes:
+            logger.warning(
+                "cut %d bytes of a result line torn by a crash from %s; that line runs again",
+                resumed.repaired_bytes,
+                options.output,
+            )
         self.tally.total = count_lines(options.input)
         self.tally.already_done = resumed.done.count
         results = ResultsFile(options.output)

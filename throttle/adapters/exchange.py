@@ -10,14 +10,14 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from throttle.classify import classify_response
+from throttle.classify import classify_response, decode_body
 from throttle.client import Throttle
 from throttle.errors import RetryExhaustedError, StreamTruncatedError, ThrottleError
 from throttle.estimate import TokenEstimate, estimate_tokens
 from throttle.events import usage_event
-from throttle.headers import parse_rate_limit_headers
+from throttle.headers import header, parse_rate_limit_headers
 from throttle.keys import BucketKey, azure_deployment
 from throttle.scheduler import Reply, ScheduledRequest
 from throttle.streams import StreamWatcher
@@ -62,11 +62,10 @@ class Answer(Generic[R]):
 
 def credential_of(headers: Mapping[str, str]) -> str | None:
     """Return the API key a request carries (``Authorization: Bearer`` or ``api-key``)."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    bearer = lowered.get("authorization", "")
+    bearer = header(headers, "authorization") or ""
     if bearer.lower().startswith("bearer "):
         return bearer[7:].strip() or None
-    return lowered.get("api-key") or None
+    return header(headers, "api-key") or None
 
 
 def meter(
@@ -83,7 +82,7 @@ def meter(
     """
     if method.upper() not in METERED_METHODS:
         return None
-    content_type = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+    content_type = header(headers, "content-type") or ""
     deployment = azure_deployment(url)
     identity = throttle.identity_for(credential_of(headers))
     if "json" in content_type or (not content_type and body[:1] == b"{"):
@@ -118,15 +117,6 @@ def _meter_upload(
         return None
     estimate = TokenEstimate(prompt=throttle.default_output_tokens, completion=0)
     return Metering(throttle.key_for(model, identity), estimate, streaming=False)
-
-
-def _decoded(body: bytes | None) -> Any:
-    if body is None:
-        return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace")
 
 
 def report_usage(throttle: Throttle, key: BucketKey, usage: object) -> None:
@@ -176,13 +166,13 @@ async def exchange(
 
     async def send() -> Reply[Answer[R]]:
         answer = await attempt()
-        decoded = _decoded(answer.body)
+        decoded = None if answer.body is None else decode_body(answer.body)
         classification = classify_response(answer.status, answer.headers, decoded)
         final[:] = [(answer, classification.error)]
         if classification.error is None and isinstance(decoded, Mapping):
             report_usage(throttle, metering.key, decoded.get("usage"))
         snapshot = parse_rate_limit_headers(answer.headers)
-        request_id = {k.lower(): v for k, v in answer.headers.items()}.get("x-request-id")
+        request_id = header(answer.headers, "x-request-id")
         return Reply(classification, snapshot, answer, answer.status, request_id)
 
     request = ScheduledRequest(metering.key, metering.estimate, send, priority)
