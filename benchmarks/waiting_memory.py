@@ -36,7 +36,7 @@ async def measure(requests: int) -> dict[str, float]:
             asyncio.create_task(client.post("chat/completions", BODY)) for _ in range(requests)
         ]
         await asyncio.sleep(0.5)  # let every task reach the queue
-        waiting = client.scheduler.waiting()
+        waiting = client.waiting()
         heap = tracemalloc.get_traced_memory()[0] - before
         tracemalloc.stop()
         gc.collect()

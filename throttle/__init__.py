@@ -18,6 +18,7 @@ from throttle.errors import (
     DeadlineExceededError,
     ErrorDetails,
     InvalidRequestError,
+    JobAbortedError,
     QuotaExhaustedError,
     RateLimitError,
     RequestTooLargeError,
@@ -42,6 +43,7 @@ from throttle.events import (
 from throttle.headers import LimitReading, RateLimitSnapshot, parse_rate_limit_headers
 from throttle.keys import BucketKey
 from throttle.limits import AdmissionPolicy, Limits
+from throttle.options import ThrottleOptions
 from throttle.retry import RetryPolicy
 
 if TYPE_CHECKING:  # the real signature for type checkers; loaded lazily at run time
@@ -64,6 +66,7 @@ __all__ = [
     "Event",
     "EventListener",
     "InvalidRequestError",
+    "JobAbortedError",
     "LimitBackend",
     "LimitReading",
     "Limits",
@@ -83,6 +86,7 @@ __all__ = [
     "StreamTruncatedError",
     "Throttle",
     "ThrottleError",
+    "ThrottleOptions",
     "TokenEstimate",
     "TransportError",
     "UsageReported",

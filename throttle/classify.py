@@ -22,7 +22,7 @@ from throttle.errors import (
     ServerError,
     ThrottleError,
 )
-from throttle.headers import header, parse_retry_after, parse_should_retry
+from throttle.headers import parse_retry_after, parse_should_retry, request_id_of
 
 BILLING_CODES = frozenset(
     {
@@ -150,7 +150,7 @@ def classify_response(status: int, headers: Mapping[str, str], body: object) -> 
     if 200 <= status < 300:
         return SUCCESS
     code, kind, message = _error_fields(body)
-    details = ErrorDetails(status, code, kind, message, header(headers, "x-request-id"))
+    details = ErrorDetails(status, code, kind, message, request_id_of(headers))
     retry_after = parse_retry_after(headers)
     if retry_after is None:
         retry_after = retry_delay_from_message(message)

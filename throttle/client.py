@@ -1,39 +1,33 @@
-"""``Throttle``: the native aiohttp client, and the entry point for any coroutine.
+"""``Throttle``: the one object users hold, over the scheduler.
 
-HTTP lives here and only here: building the request, reading the answer, turning aiohttp's
-exceptions into :class:`TransportError`. Everything about rate limits is the scheduler's.
+It turns a request into a :class:`ScheduledRequest` (estimate, bucket key) and hands it to the
+scheduler; the adapters do the same through :meth:`Throttle.submit`. It imports no HTTP
+library: :meth:`Throttle.post` loads the native aiohttp client on its first call, so users of
+the openai SDK or httpx adapters never load aiohttp.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
-import aiohttp
-
-from throttle.backend import LimitBackend, MemoryBackend
-from throttle.classify import (
-    SUCCESS,
-    Classification,
-    classify_response,
-    decode_body,
-    verdict_for,
-)
-from throttle.clock import Clock, MonotonicClock
+from throttle.answer import Answer, answer_of_call, answer_of_error
 from throttle.errors import (
     ConfigurationError,
     InvalidRequestError,
+    QuotaExhaustedError,
     ThrottleError,
     TransportError,
 )
-from throttle.estimate import DEFAULT_OUTPUT_TOKENS, TokenEstimate, estimate_tokens
-from throttle.events import EventHub, EventListener, usage_event
-from throttle.headers import parse_rate_limit_headers
-from throttle.keys import BucketKey, GroupMap, azure_deployment, credential_identity
-from throttle.limits import AdmissionPolicy, Limits
-from throttle.retry import RetryPolicy
-from throttle.scheduler import Reply, ScheduledRequest, Scheduler
+from throttle.estimate import TokenEstimate, estimate_tokens
+from throttle.events import EventHub, EventListener
+from throttle.keys import BucketKey, azure_deployment, credential_identity
+from throttle.options import ThrottleOptions, ThrottleSettings
+from throttle.scheduler import ScheduledRequest, Scheduler
+
+if TYPE_CHECKING:
+    from throttle.native_client import NativeClient
 
 T = TypeVar("T")
 
@@ -46,24 +40,14 @@ class Throttle:
             ``https://NAME.openai.azure.com/openai/deployments/DEPLOYMENT``, the simulator's
             URL). Optional when only :meth:`run` or an adapter is used.
         api_key: the secret key. Never logged; its identity is a hash.
-        identity: whose limits these are, when several keys share one project's limits.
-            Defaults to a hash of ``api_key``.
-        auth: ``"bearer"`` (``Authorization``), ``"api-key"`` (Azure) or ``"auto"``
-            (``api-key`` for Azure URLs).
-        groups: model name or glob to shared-limit group (``{"gpt-4o*": "4o-pool"}``).
-        limits: known limits as ceilings, for every group or per group name.
-        retry: how transient failures are retried.
-        admission: how cautiously to admit (reserve, probing).
-        backend: where bucket state lives (in memory by default).
-        default_output_tokens: output reserved when a body sets no ``max_*_tokens``.
-        max_in_flight: requests sent and not yet answered, at most.
-        timeout: seconds one attempt may take before it counts as a transport failure.
-        headers: extra headers sent with every request.
+        options: every other setting, as one :class:`ThrottleOptions`.
         on_event: a listener for every scheduler event (see :mod:`throttle.events`).
-        clock: time source (tests drive it by hand).
+        **settings: the fields of :class:`ThrottleOptions`, as keywords, instead of
+            ``options`` (``Throttle(url, key, max_in_flight=64)``).
 
     Raises:
-        ConfigurationError: an argument is invalid.
+        ConfigurationError: a setting is invalid, contradicts another, or was given both in
+            ``options`` and as a keyword.
     """
 
     def __init__(
@@ -71,52 +55,34 @@ class Throttle:
         base_url: str | None = None,
         api_key: str | None = None,
         *,
-        identity: str | None = None,
-        auth: str = "auto",
-        groups: Mapping[str, str] | None = None,
-        limits: Limits | Mapping[str, Limits] | None = None,
-        retry: RetryPolicy | None = None,
-        admission: AdmissionPolicy | None = None,
-        backend: LimitBackend | None = None,
-        default_output_tokens: int = DEFAULT_OUTPUT_TOKENS,
-        max_in_flight: int = 256,
-        timeout: float = 600.0,
-        headers: Mapping[str, str] | None = None,
+        options: ThrottleOptions | None = None,
         on_event: EventListener | None = None,
-        clock: Clock | None = None,
+        **settings: Unpack[ThrottleSettings],
     ) -> None:
-        if auth not in ("auto", "bearer", "api-key"):
-            raise ConfigurationError(f"auth must be 'auto', 'bearer' or 'api-key', not {auth!r}")
-        if max_in_flight < 1 or timeout <= 0 or default_output_tokens < 0:
-            raise ConfigurationError(
-                "max_in_flight, timeout must be positive; default_output_tokens not negative"
-            )
+        if options is not None and settings:
+            names = ", ".join(sorted(settings))
+            raise ConfigurationError(f"options and {names} were both given: put {names} in options")
+        self.options = options if options is not None else ThrottleOptions(**settings)
         self.base_url = base_url.rstrip("/") if base_url else None
-        self.identity = identity or (credential_identity(api_key) if api_key else "default")
-        self._chosen_identity = identity
+        self.identity = self.options.identity or (
+            credential_identity(api_key) if api_key else "default"
+        )
         self._api_key = api_key
-        self._auth = auth
-        self._groups = GroupMap(groups)
-        self._limits = limits
-        self.default_output_tokens = default_output_tokens
-        self._timeout = timeout
-        self._extra_headers = dict(headers or {})
         self.events = EventHub()
         if on_event is not None:
             self.events.subscribe(on_event)
-        self.scheduler = Scheduler(
-            backend or MemoryBackend(self._limits_for, admission),
-            clock=clock or MonotonicClock(),
-            retry=retry or RetryPolicy(),
+        self._scheduler = Scheduler(
+            self.options.make_backend(),
+            clock=self.options.clock,
+            retry=self.options.retry,
             events=self.events,
-            max_in_flight=max_in_flight,
+            max_in_flight=self.options.max_in_flight,
         )
-        self._max_in_flight = max_in_flight
-        self._session: aiohttp.ClientSession | None = None
+        self._native: NativeClient | None = None
 
     def __repr__(self) -> str:
         return (
-            f"Throttle(base_url={self.base_url!r}, identity={self.identity!r}, {self.scheduler!r})"
+            f"Throttle(base_url={self.base_url!r}, identity={self.identity!r}, {self._scheduler!r})"
         )
 
     async def __aenter__(self) -> Self:
@@ -130,40 +96,63 @@ class Throttle:
     ) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        """Fail queued requests with :class:`ClosedError`, refuse new ones, close the session.
+    async def stop_sending(self) -> None:
+        """Fail queued requests with :class:`ClosedError` and refuse new ones.
 
-        Requests already sent finish or fail on their own.
+        Requests already sent finish: their answers still arrive.
         """
-        await self.scheduler.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._scheduler.close()
 
-    def _limits_for(self, key: BucketKey) -> Limits:
-        if isinstance(self._limits, Limits):
-            return self._limits
-        if self._limits is None:
-            return Limits()
-        return self._limits.get(key.group, Limits())
+    async def close(self) -> None:
+        """Stop sending (see :meth:`stop_sending`) and close the native client's session."""
+        await self.stop_sending()
+        if self._native is not None:
+            await self._native.close()
 
     def identity_for(self, credential: str | None) -> str:
         """Return whose limits a request with ``credential`` draws from.
 
-        The identity given to this Throttle wins (one project, many keys); otherwise each key
+        The identity given in the options wins (one project, many keys); otherwise each key
         is its own identity (a hash, never the key); without a key, this Throttle's.
         """
-        if self._chosen_identity is not None or not credential:
+        if self.options.identity is not None or not credential:
             return self.identity
         return credential_identity(credential)
 
     def key_for(self, model: str, identity: str | None = None) -> BucketKey:
         """Return the bucket key a model's requests draw from."""
-        return BucketKey(identity or self.identity, self._groups.group_of(model))
+        return BucketKey(identity or self.identity, self.options.group_map.group_of(model))
+
+    def quota_error(self, identity: str | None = None) -> QuotaExhaustedError | None:
+        """Return the error requests get while ``identity``'s quota breaker is open, or ``None``.
+
+        Args:
+            identity: a credential identity; this Throttle's by default.
+        """
+        return self._scheduler.quota_error(identity or self.identity)
 
     def reset_quota_breaker(self, identity: str | None = None) -> None:
-        """Send again on a credential whose quota ran out, once billing is fixed."""
-        self.scheduler.reset_quota_breaker(identity)
+        """Send again on ``identity`` (every one by default) once its billing is fixed."""
+        self._scheduler.reset_quota_breaker(identity)
+
+    def waiting(self) -> int:
+        """Return how many requests wait for room in their buckets."""
+        return self._scheduler.waiting()
+
+    async def submit(self, request: ScheduledRequest[T]) -> T:
+        """Send a prepared request through the scheduler (the seam the adapters use).
+
+        Returns:
+            The value of its successful answer.
+
+        Raises:
+            ThrottleError: the subclass naming what ended the request.
+        """
+        return await self._scheduler.submit(request)
+
+    def record_usage(self, key: BucketKey, usage: object) -> None:
+        """Report the ``usage`` object a stream carried at its end, for metrics."""
+        self._scheduler.record_usage(key, usage)
 
     async def post(
         self,
@@ -200,18 +189,18 @@ class Throttle:
             raise InvalidRequestError("post() returns one JSON answer; 'stream' must be false")
         model = model or _model_of(body) or azure_deployment(url)
         estimate = estimate_tokens(
-            url, body, model=model, default_output_tokens=self.default_output_tokens
+            url, body, model=model, default_output_tokens=self.options.default_output_tokens
         )
         assert model is not None  # noqa: S101 - estimate_tokens raised if there was none
-        key = self.key_for(model)
+        native = self._native_client()
         request: ScheduledRequest[Any] = ScheduledRequest(
-            key=key,
-            estimate=estimate,
-            send=lambda: self._send_json(key, url, body, params),
-            priority=priority,
-            deadline=deadline,
+            self.key_for(model),
+            estimate,
+            lambda: native.post(url, body, params),
+            priority,
+            deadline,
         )
-        return await self.scheduler.submit(request)
+        return await self._scheduler.submit(request)
 
     async def run(
         self,
@@ -246,66 +235,29 @@ class Throttle:
         if estimate.total < 0:
             raise InvalidRequestError(f"tokens must not be negative: {estimate.total}")
 
-        async def send() -> Reply[T]:
+        async def send() -> Answer[T]:
             try:
                 value = await fn()
             except TransportError:
                 raise
             except ThrottleError as error:
-                return Reply(Classification(verdict_for(error), error))
+                return answer_of_error(error)
             except (OSError, TimeoutError) as exc:
                 raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-            headers = headers_of(value) if headers_of is not None else {}
-            return Reply(SUCCESS, parse_rate_limit_headers(headers), value)
+            return answer_of_call(value, headers_of(value) if headers_of is not None else {})
 
         request = ScheduledRequest(
             self.key_for(model, identity), estimate, send, priority, deadline
         )
-        return await self.scheduler.submit(request)
+        return await self._scheduler.submit(request)
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            headers = dict(self._extra_headers)
-            if self._api_key:
-                azure = self.base_url is not None and (
-                    ".openai.azure.com" in self.base_url
-                    or azure_deployment(self.base_url) is not None
-                )
-                if self._auth == "api-key" or (self._auth == "auto" and azure):
-                    headers["api-key"] = self._api_key
-                else:
-                    headers["Authorization"] = f"Bearer {self._api_key}"
-            self._session = aiohttp.ClientSession(
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                connector=aiohttp.TCPConnector(limit=self._max_in_flight),
-            )
-        return self._session
+    def _native_client(self) -> NativeClient:
+        """The aiohttp client of :meth:`post`, loaded and built on first use."""
+        if self._native is None:
+            from throttle.native_client import NativeClient  # noqa: PLC0415 - aiohttp on demand
 
-    async def _send_json(
-        self, key: BucketKey, url: str, body: Mapping[str, Any], params: Mapping[str, str] | None
-    ) -> Reply[Any]:
-        try:
-            async with self._http().post(url, json=body, params=params) as response:
-                raw = await response.read()
-                status, headers = response.status, response.headers
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransportError(f"POST {url} failed: {type(exc).__name__}: {exc}") from exc
-        decoded = decode_body(raw)
-        if 200 <= status < 300 and not isinstance(decoded, dict):
-            raise TransportError(f"POST {url}: status {status} with a body that is not JSON")
-        classification = classify_response(status, headers, decoded)
-        if classification.error is None and isinstance(decoded, dict):
-            usage = usage_event(key, decoded.get("usage"))
-            if usage is not None:
-                self.events.emit(usage)
-        return Reply(
-            classification,
-            parse_rate_limit_headers(headers),
-            decoded,
-            status,
-            headers.get("x-request-id"),
-        )
+            self._native = NativeClient(self.options, self.base_url, self._api_key)
+        return self._native
 
 
 def _model_of(body: object) -> str | None:

@@ -14,14 +14,21 @@ The hierarchy::
     │   └── StreamTruncatedError    a stream that ended before its final event
     ├── RetryExhaustedError         retryable failures until the attempt budget ran out
     ├── DeadlineExceededError       the caller's deadline passed before an answer
-    └── ClosedError                 the Throttle was closed before the request was sent
+    ├── ClosedError                 the Throttle was closed before the request was sent
+    └── JobAbortedError             a job cannot go on (its key or URL was rejected)
 
 Server-originated errors carry an :class:`ErrorDetails` (status, code, type, message,
 request id); every error that ends a request carries the number of attempts it took.
+
+An HTTP library's own exceptions become throttle's at the boundary, once, through
+:func:`transport_failures`: each library names its failure types in one place (the native
+client for aiohttp, the transport adapter for httpx and httpx2).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -208,3 +215,42 @@ class DeadlineExceededError(ThrottleError):
 
 class ClosedError(ThrottleError):
     """The Throttle was closed: queued requests fail with this, and new ones are refused."""
+
+
+class JobAbortedError(ThrottleError):
+    """A job cannot go on: every other line would fail the same way (a rejected key or URL).
+
+    Raised by an executor of ``throttle run``; the runner then sends nothing more and leaves
+    the lines not yet answered without a result, so a rerun after the fix does them.
+
+    Attributes:
+        cause: the error that showed it.
+    """
+
+    def __init__(self, message: str, cause: ThrottleError) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+@contextmanager
+def transport_failures(
+    failures: tuple[type[BaseException], ...], what: str, *, mid_stream: bool = False
+) -> Iterator[None]:
+    """Raise throttle's error for an HTTP library's failure inside the block.
+
+    Args:
+        failures: the library's exception types that mean "no usable answer".
+        what: names the request in the message (``"POST https://..."``).
+        mid_stream: part of a streamed answer already reached the caller.
+
+    Raises:
+        TransportError: one of ``failures`` before the answer was handed on.
+        StreamTruncatedError: one of ``failures`` while a stream was being read.
+    """
+    try:
+        yield
+    except failures as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+        if mid_stream:
+            raise StreamTruncatedError(f"{what}: the stream broke: {detail}") from exc
+        raise TransportError(f"{what} failed: {detail}") from exc

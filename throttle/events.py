@@ -7,7 +7,7 @@ never knows who listens. A listener that raises is logged and never breaks a req
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from throttle.classify import Verdict
@@ -111,21 +111,6 @@ class UsageReported:
     key: BucketKey
     prompt_tokens: int
     completion_tokens: int
-
-
-def usage_event(key: BucketKey, usage: object) -> UsageReported | None:
-    """Read a chat, completions or Responses API ``usage`` object into an event.
-
-    Returns:
-        The event, or ``None`` when ``usage`` does not hold token counts.
-    """
-    if not isinstance(usage, Mapping):
-        return None
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
-    if isinstance(prompt, int) and isinstance(completion, int):
-        return UsageReported(key, prompt, completion)
-    return None
 
 
 @dataclass(frozen=True, slots=True)

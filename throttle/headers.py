@@ -70,6 +70,11 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     return next((str(v) for k, v in headers.items() if str(k).lower() == wanted), None)
 
 
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    """Return the server's ``x-request-id`` (quote it in support tickets), or ``None``."""
+    return header(headers, "x-request-id")
+
+
 def _number(headers: dict[str, str], name: str) -> float | None:
     raw = headers.get(name)
     if raw is None:

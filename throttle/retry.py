@@ -1,21 +1,57 @@
-"""When to try again, and how long to wait first: a small policy over tenacity."""
+"""When to try again, and how long to wait first: one decision per attempt.
+
+The scheduler asks :meth:`RetryPolicy.decide` once after every attempt and acts on the value
+it returns, :class:`Retry` or :class:`Finish`. tenacity supplies the strategies (exponential
+wait, jitter, the attempt budget); it does not own the control flow, which stays readable in
+``scheduler.submit``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponential, wait_random
+from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from throttle.errors import APIStatusError, ConfigurationError, RateLimitError, ThrottleError
+from throttle.answer import Answer
+from throttle.errors import (
+    APIStatusError,
+    ConfigurationError,
+    RateLimitError,
+    RetryExhaustedError,
+    ThrottleError,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Send the request again.
+
+    Attributes:
+        after: seconds to wait first (0 after a rate limit: the key's queue already holds
+            every request until the server's delay is over).
+        reason: the class name of the error that failed the attempt.
+    """
+
+    after: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish(Generic[T]):
+    """The request is over, with a value or an error.
+
+    Attributes:
+        value: what the caller gets on success.
+        error: what ended the request, ``None`` on success.
+    """
+
+    value: T | None = None
+    error: ThrottleError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +61,8 @@ class RetryPolicy:
     Attributes:
         max_attempts: attempts per request, the first included.
         initial_backoff: seconds before the second attempt after a server error; doubles after
-            each further failure, with jitter.
-        max_backoff: the most seconds between two attempts after server errors.
+            each further failure, plus up to this much random jitter.
+        max_backoff: the most seconds of exponential backoff between two attempts.
         max_server_wait: a server delay longer than this (a daily limit's "try again in
             28m48s") fails the request instead of holding it.
     """
@@ -35,6 +71,10 @@ class RetryPolicy:
     initial_backoff: float = 0.5
     max_backoff: float = 8.0
     max_server_wait: float = 120.0
+    _exponential: wait_base = field(init=False, repr=False, compare=False)
+    _jitter: wait_base = field(init=False, repr=False, compare=False)
+    _stop: stop_base = field(init=False, repr=False, compare=False)
+    _retrying: Retrying = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -43,6 +83,36 @@ class RetryPolicy:
             raise ConfigurationError(
                 "need 0 <= initial_backoff <= max_backoff and max_server_wait >= 0"
             )
+        exponential = wait_exponential(multiplier=self.initial_backoff, max=self.max_backoff)
+        object.__setattr__(self, "_exponential", exponential)
+        object.__setattr__(self, "_jitter", wait_random(0, self.initial_backoff))
+        object.__setattr__(self, "_stop", stop_after_attempt(self.max_attempts))
+        object.__setattr__(self, "_retrying", Retrying())
+
+    def decide(self, outcome: Answer[T] | ThrottleError, attempt: int) -> Retry | Finish[T]:
+        """Decide what follows an attempt.
+
+        Args:
+            outcome: the attempt's answer, or the error raised when no answer arrived.
+            attempt: how many attempts were made so far, this one included.
+
+        Returns:
+            :class:`Finish` with the value on success; :class:`Finish` with the error when
+            retrying cannot help (wrapped in :class:`RetryExhaustedError` when only the
+            attempt budget stopped it); otherwise :class:`Retry`.
+        """
+        if isinstance(outcome, ThrottleError):
+            error = outcome
+        elif outcome.error is None:
+            return Finish(value=outcome.value)
+        else:
+            error = outcome.error
+        if not self.should_retry(error):
+            return Finish(error=error)
+        state = self._state(attempt)
+        if self._stop(state):
+            return Finish(error=RetryExhaustedError(error, attempt))
+        return Retry(self._wait(error, state), type(error).__name__)
 
     def should_retry(self, error: BaseException) -> bool:
         """Return whether another attempt can help after ``error``."""
@@ -51,44 +121,27 @@ class RetryPolicy:
         retry_after = error.retry_after if isinstance(error, APIStatusError) else None
         return retry_after is None or retry_after <= self.max_server_wait
 
-    def retrying(
-        self,
-        sleep: Callable[[float], Awaitable[None]],
-        before_sleep: Callable[[RetryCallState], None],
-    ) -> AsyncRetrying:
-        """Return a tenacity controller for one request.
+    def rate_limit_pause(self, error: RateLimitError, attempt: int) -> float | None:
+        """Return how long a key pauses after a 429, or ``None`` when it should not.
 
-        Args:
-            sleep: waits between attempts (interruptible by the quota breaker).
-            before_sleep: told of each retry, for events.
+        The server's delay when it gave one, else the exponential backoff of ``attempt``
+        (without jitter: the pause is shared by every request on the key). A delay longer
+        than ``max_server_wait`` (a daily limit) pauses nothing: the request fails instead.
         """
-        return AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=_ServerAwareWait(
-                wait_exponential(multiplier=self.initial_backoff, max=self.max_backoff)
-                + wait_random(0, self.initial_backoff)
-            ),
-            retry=retry_if_exception(self.should_retry),
-            sleep=sleep,
-            before_sleep=before_sleep,
-        )
+        delay = error.retry_after
+        if delay is None:
+            delay = self._exponential(self._state(attempt))
+        return delay if delay <= self.max_server_wait else None
 
-
-class _ServerAwareWait(wait_base):
-    """Backoff that defers to the server.
-
-    A rate-limited attempt waits 0 here: its key's queue already holds every request until
-    the server's delay is over, so waiting here too would double it. Another error with a
-    server-given delay waits that long; the rest back off exponentially with jitter.
-    """
-
-    def __init__(self, backoff: wait_base) -> None:
-        self._backoff = backoff
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
+    def _wait(self, error: ThrottleError, state: RetryCallState) -> float:
         if isinstance(error, RateLimitError):
             return 0.0
         if isinstance(error, APIStatusError) and error.retry_after is not None:
             return error.retry_after
-        return self._backoff(retry_state)
+        return self._exponential(state) + self._jitter(state)
+
+    def _state(self, attempt: int) -> RetryCallState:
+        """The one value tenacity's strategies read: how many attempts were made."""
+        state = RetryCallState(self._retrying, None, (), {})
+        state.attempt_number = attempt
+        return state

@@ -1,9 +1,9 @@
 """``throttle run``: a JSONL file of requests in, one result line per request out, exactly once.
 
 The flow: resume (what the results file already holds) -> stream the input -> for each
-pending line, parse it, send it through a :class:`Throttle`, append its result -> at the end
-(or on a signal, a quota error, a rejected key) stop cleanly. See ``jobfile`` for how results
-survive crashes.
+pending line, parse it, hand it to the executor (``executor``; online by default), append its
+result -> at the end (or on a signal, a quota error, a rejected key) stop cleanly. See
+``jobfile`` for how results survive crashes. The runner uses only throttle's public API.
 """
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from throttle.client import Throttle
-from throttle.errors import (
-    APIStatusError,
-    ClosedError,
-    RetryExhaustedError,
-    ThrottleError,
-)
+from throttle.errors import APIStatusError, JobAbortedError, RetryExhaustedError
 from throttle.events import EventListener
+from throttle.executor import Executor, JobLine
 from throttle.jobfile import (
     RAW_LINE_LIMIT,
     IndexSet,
@@ -34,12 +30,12 @@ from throttle.jobfile import (
     read_lines,
 )
 from throttle.limits import Limits
+from throttle.online_executor import OnlineExecutor
 from throttle.progress import JobTally, Progress
 from throttle.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 SYNC_EVERY_SECONDS = 1.0
-FATAL_STATUSES = frozenset({401, 403})  # the key or URL is wrong: every other line would fail
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -54,7 +50,8 @@ class RunOptions:
         api_key: the key (sent as ``api-key`` to Azure URLs, else as a bearer token).
         limits: optional ceilings; by default limits are learned.
         max_attempts: attempts per request.
-        max_concurrency: requests being processed at once (bounds memory too).
+        max_concurrency: requests in flight at once (the Throttle's ``max_in_flight``); the
+            runner reads no further ahead, which bounds memory too.
         retry_failed: also re-run lines whose result is an error.
     """
 
@@ -66,6 +63,18 @@ class RunOptions:
     max_attempts: int = 6
     max_concurrency: int = 256
     retry_failed: bool = False
+
+
+def online_executor(options: RunOptions) -> OnlineExecutor:
+    """The executor ``throttle run`` uses by default: each line to ``options.url``."""
+    throttle = Throttle(
+        options.url,
+        options.api_key,
+        limits=options.limits,
+        retry=RetryPolicy(max_attempts=options.max_attempts),
+        max_in_flight=options.max_concurrency,
+    )
+    return OnlineExecutor(throttle)
 
 
 def error_record(error: BaseException) -> dict[str, Any]:
@@ -86,25 +95,31 @@ class JobRunner:
 
     Args:
         options: what to run.
+        executor: what sends the lines; by default :func:`online_executor` of ``options``.
+            The runner closes it at the end.
         live_progress: draw a live bar (a terminal); otherwise log a line now and then.
         show_progress: show progress at all.
-        on_event: another listener for the scheduler's events (metrics).
+        on_event: another listener for the executor's events (metrics).
     """
 
     def __init__(
         self,
         options: RunOptions,
         *,
+        executor: Executor | None = None,
         live_progress: bool = False,
         show_progress: bool = True,
         on_event: EventListener | None = None,
     ) -> None:
         self.options = options
+        self._executor = executor if executor is not None else online_executor(options)
         self._show_progress = show_progress
         self._live = live_progress
-        self._on_event = on_event
         self.tally = JobTally(total=0)
         self.progress = Progress(self.tally, live=live_progress)
+        self._executor.subscribe(self.progress)
+        if on_event is not None:
+            self._executor.subscribe(on_event)
         self.fatal: str | None = None
         self.interrupted = False
         self._stopping = asyncio.Event()
@@ -121,39 +136,33 @@ class JobRunner:
             ConfigurationError: the input or results file cannot be used.
         """
         options = self.options
-        resumed = ResultsFile.resume(options.output, retry_failed=options.retry_failed)
-        if resumed.repaired_bytes:
-            logger.warning(
-                "cut %d bytes of a result line torn by a crash from %s; that line runs again",
-                resumed.repaired_bytes,
-                options.output,
-            )
-        self.tally.total = count_lines(options.input)
-        self.tally.already_done = resumed.done.count
-        results = ResultsFile(options.output)
-        client = Throttle(
-            options.url,
-            options.api_key,
-            limits=options.limits,
-            retry=RetryPolicy(max_attempts=options.max_attempts),
-            max_in_flight=options.max_concurrency,
-            on_event=self.progress,
-        )
-        if self._on_event is not None:
-            client.events.subscribe(self._on_event)
-        housekeeping = asyncio.create_task(self._housekeeping(results))
-        self._install_signal_handlers(client)
         try:
-            await self._feed(client, results, resumed.done)
+            resumed = ResultsFile.resume(options.output, retry_failed=options.retry_failed)
+            if resumed.repaired_bytes:
+                logger.warning(
+                    "cut %d bytes of a result line torn by a crash from %s; that line runs again",
+                    resumed.repaired_bytes,
+                    options.output,
+                )
+            self.tally.total = count_lines(options.input)
+            self.tally.already_done = resumed.done.count
+            results = ResultsFile(options.output)
+        except BaseException:
+            await self._executor.aclose()
+            raise
+        housekeeping = asyncio.create_task(self._housekeeping(results))
+        self._install_signal_handlers()
+        try:
+            await self._feed(results, resumed.done)
         finally:
             self._remove_signal_handlers()
             housekeeping.cancel()
-            await client.close()
+            await self._executor.aclose()
             results.close()
         return self._exit_status(resumed.failed)
 
-    async def _feed(self, client: Throttle, results: ResultsFile, done: IndexSet) -> None:
-        slots = asyncio.Semaphore(self.options.max_concurrency)
+    async def _feed(self, results: ResultsFile, done: IndexSet) -> None:
+        slots = asyncio.Semaphore(self._executor.capacity)
 
         def finished(task: asyncio.Task[None]) -> None:
             self._tasks.discard(task)
@@ -168,13 +177,13 @@ class JobRunner:
             if self._stopping.is_set():
                 slots.release()
                 break
-            task = asyncio.create_task(self._one(client, results, line))
+            task = asyncio.create_task(self._one(results, line))
             self._tasks.add(task)
             task.add_done_callback(finished)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _one(self, client: Throttle, results: ResultsFile, line: InputLine) -> None:
+    async def _one(self, results: ResultsFile, line: InputLine) -> None:
         """Process one line; write its result, or nothing when it must run again later."""
         try:
             body, metadata = parse_line(line.text)
@@ -188,23 +197,22 @@ class JobRunner:
             }
             self._write(results, record, "InvalidLineError")
             return
-        base = {"index": line.index, "metadata": metadata, "request": body}
-        if client.scheduler.breakers.is_open(client.identity):
-            # Out of quota: record the line at once instead of estimating and queueing it.
-            refused = client.scheduler.breakers.error(client.identity)
-            self._write(results, {**base, "error": error_record(refused)}, type(refused).__name__)
-            return
         try:
-            response = await client.post("", body)
-        except ClosedError:
-            return  # stopped before it was sent: it runs on the next invocation
-        except ThrottleError as error:
-            if isinstance(error, APIStatusError) and error.status in FATAL_STATUSES:
-                self._stop_fatally(client, error)
-                return
-            self._write(results, {**base, "error": error_record(error)}, type(error).__name__)
+            result = await self._executor.execute(JobLine(line.index, body, metadata))
+        except JobAbortedError as aborted:
+            if self.fatal is None:
+                self.fatal = str(aborted)
+                self._stop_sending()
             return
-        self._write(results, {**base, "response": response}, None)
+        if result is None:
+            return  # not run: it runs on the next invocation
+        record = {"index": line.index, "metadata": metadata, "request": body, **result.extra}
+        if result.error is None:
+            self._write(results, {**record, "response": result.response}, None)
+        else:
+            failure = result.error
+            record["error"] = error_record(failure)
+            self._write(results, record, type(failure).__name__)
 
     def _write(self, results: ResultsFile, record: dict[str, Any], error_type: str | None) -> None:
         results.write(record)
@@ -212,15 +220,6 @@ class JobRunner:
             self.tally.succeeded += 1
         else:
             self.tally.failed[error_type] += 1
-
-    def _stop_fatally(self, client: Throttle, error: APIStatusError) -> None:
-        """A rejected key or URL: send nothing more; queued lines stay pending."""
-        if self.fatal is None:
-            self.fatal = (
-                f"the server rejected the request with {error}; fix the key or URL "
-                "and run the same command again (nothing was lost)"
-            )
-            self._stop_sending(client)
 
     async def _housekeeping(self, results: ResultsFile) -> None:
         """Sync results to disk and refresh the progress display, about once a second."""
@@ -230,30 +229,30 @@ class JobRunner:
             if self._show_progress:
                 self.progress.show(every=0.25 if self._live else 10.0)
 
-    def _install_signal_handlers(self, client: Throttle) -> None:
+    def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._on_signal, client)
+            loop.add_signal_handler(signum, self._on_signal)
 
     def _remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
 
-    def _on_signal(self, client: Throttle) -> None:
+    def _on_signal(self) -> None:
         """First signal: send nothing more, let answers in flight arrive. Second: abandon them."""
         if not self.interrupted:
             self.interrupted = True
-            self._stop_sending(client)
+            self._stop_sending()
             return
         for task in list(self._tasks):
             task.cancel()
 
-    def _stop_sending(self, client: Throttle) -> None:
-        """Read no more lines and fail queued requests unsent; answers in flight still land."""
+    def _stop_sending(self) -> None:
+        """Read no more lines and leave queued ones unsent; answers in flight still land."""
         self._stopping.set()
         if self._closing is None:
-            self._closing = asyncio.get_running_loop().create_task(client.scheduler.close())
+            self._closing = asyncio.get_running_loop().create_task(self._executor.stop())
 
     def _exit_status(self, failed_before: int) -> int:
         if self.fatal is not None:

@@ -1,8 +1,11 @@
-"""The scheduler: one request's whole flow, each step handed to its own module.
+"""The scheduler: one request's whole flow, in :meth:`Scheduler.submit`.
 
-estimate (done by the caller, see ``estimate``) -> admit (``admission``) -> send and classify
-(the client layer, see ``classify``) -> learn from headers (``limits`` via the backend) ->
-retry or finish (``retry``, ``breaker``) -> record (``events``).
+estimate (the caller, with ``estimate``) -> admit (``admission``, which asks the backend) ->
+send (the request's own ``send``: the native client or an adapter) -> read the answer
+(``answer``) -> settle the reservation with what the headers say (the backend; a 429 pauses
+the key, a billing error opens the ``breaker``) -> decide (``retry``) -> record (``events``).
+
+Every event is emitted from this module, so what listeners see follows this flow exactly.
 """
 
 from __future__ import annotations
@@ -11,21 +14,18 @@ import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Generic, TypeVar, cast
 
-from tenacity import RetryCallState, RetryError
-
 from throttle.admission import Admission
+from throttle.answer import Answer, read_usage
 from throttle.backend import LimitBackend
 from throttle.breaker import QuotaBreakers
-from throttle.classify import Classification, Verdict
+from throttle.classify import Verdict
 from throttle.clock import Clock
 from throttle.errors import (
     DeadlineExceededError,
     QuotaExhaustedError,
     RateLimitError,
-    RetryExhaustedError,
     ThrottleError,
 )
 from throttle.estimate import TokenEstimate
@@ -37,32 +37,15 @@ from throttle.events import (
     RequestAdmitted,
     RequestFinished,
     RetryScheduled,
+    UsageReported,
 )
-from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
 from throttle.limits import Cost, Ticket
-from throttle.retry import RetryPolicy
+from throttle.retry import Finish, Retry, RetryPolicy
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Reply(Generic[T]):
-    """One attempt's answer, as the client layer read it.
-
-    Attributes:
-        classification: what the answer means.
-        snapshot: its rate-limit headers, if any.
-        value: the decoded result on success.
-        status: HTTP status, when there was one.
-        request_id: the server's ``x-request-id``.
-    """
-
-    classification: Classification
-    snapshot: RateLimitSnapshot | None = None
-    value: T | None = None
-    status: int | None = None
-    request_id: str | None = None
+Outcome = Answer[T] | ThrottleError
+"""What one attempt produced: the server's answer, or the error when none arrived."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,22 +55,25 @@ class ScheduledRequest(Generic[T]):
     Attributes:
         key: the buckets it draws from.
         estimate: its estimated tokens.
-        send: sends it once and reads the answer; raises :class:`TransportError` when no
-            answer arrived.
+        send: sends it once and reads the answer (:func:`throttle.answer.read_answer`);
+            raises :class:`TransportError` when no answer arrived.
         priority: smaller goes first.
         deadline: seconds from submission after which it fails, or ``None``.
     """
 
     key: BucketKey
     estimate: TokenEstimate
-    send: Callable[[], Awaitable[Reply[T]]]
+    send: Callable[[], Awaitable[Answer[T]]]
     priority: int = 0
     deadline: float | None = None
 
 
 @dataclass(slots=True)
-class _Progress:
-    attempts: int = 0
+class _Attempts:
+    """One request's attempts so far."""
+
+    count: int = 0
+    sent_at: float = 0.0
     last_error: ThrottleError | None = None
 
 
@@ -111,7 +97,7 @@ class Scheduler:
         events: EventHub,
         max_in_flight: int,
     ) -> None:
-        self.breakers = QuotaBreakers()
+        self._breakers = QuotaBreakers()
         self._admission = Admission(backend, clock, max_in_flight)
         self._clock = clock
         self._retry = retry
@@ -119,136 +105,157 @@ class Scheduler:
         self._sequence = itertools.count()
 
     def __repr__(self) -> str:
-        return f"Scheduler({self._admission!r}, {self.breakers!r})"
-
-    def waiting(self) -> int:
-        """Return how many attempts are queued for admission."""
-        return self._admission.waiting()
+        return f"Scheduler({self._admission!r}, {self._breakers!r})"
 
     async def submit(self, request: ScheduledRequest[T]) -> T:
         """Send ``request`` through the buckets until it succeeds or fails for good.
 
         Returns:
-            The decoded result of the successful attempt.
+            The value of the successful answer.
 
         Raises:
             ThrottleError: the subclass that names what ended the request.
         """
-        started = self._clock.now()
-        progress = _Progress()
-        error_type: str | None = None
-        seq = next(self._sequence)
-        retrying = self._retry.retrying(
-            sleep=partial(self._backoff, request.key.identity),
-            before_sleep=partial(self._on_retry, request.key),
-        )
+        started, seq, attempts = self._clock.now(), next(self._sequence), _Attempts()
+        ended_by: str | None = None
         try:
             async with asyncio.timeout(request.deadline) as scope:
-                return await retrying(self._attempt, request, seq, progress)
-        except RetryError as exhausted:
-            last = exhausted.last_attempt.exception()
-            if not isinstance(last, ThrottleError):  # only ThrottleErrors are ever retried
-                raise
-            error_type = RetryExhaustedError.__name__
-            raise RetryExhaustedError(last, progress.attempts) from last
+                while True:
+                    ticket = await self._admit(request, seq, attempts)
+                    outcome = await self._send(request, ticket)
+                    await self._settle(request.key, ticket, outcome, attempts.count)
+                    decision = self._retry.decide(outcome, attempts.count)
+                    self._record(request.key, attempts, outcome, decision)
+                    if isinstance(decision, Finish):
+                        return self._finish(decision, attempts.count)
+                    await self._pause(request.key.identity, decision.after)
         except TimeoutError as timeout:
             if request.deadline is None or not scope.expired():
+                ended_by = type(timeout).__name__
                 raise
-            error = DeadlineExceededError(request.deadline, progress.attempts, progress.last_error)
-            error_type = type(error).__name__
-            raise error from timeout
-        except ThrottleError as error:
-            error_type = type(error).__name__
+            ended_by = DeadlineExceededError.__name__
+            raise DeadlineExceededError(
+                request.deadline, attempts.count, attempts.last_error
+            ) from timeout
+        except BaseException as error:
+            ended_by = type(error).__name__
             raise
         finally:
             elapsed = self._clock.now() - started
-            self._events.emit(RequestFinished(request.key, progress.attempts, error_type, elapsed))
+            self._events.emit(RequestFinished(request.key, attempts.count, ended_by, elapsed))
 
-    async def _attempt(self, request: ScheduledRequest[T], seq: int, progress: _Progress) -> T:
-        progress.attempts += 1
-        attempt, key = progress.attempts, request.key
-        self.breakers.check(key.identity, attempt - 1)
-        queued_at = self._clock.now()
-        cost = Cost(tokens=request.estimate.total)
+    async def _admit(self, request: ScheduledRequest[T], seq: int, attempts: _Attempts) -> Ticket:
+        """Wait for room in the buckets; refuse at once if the credential is out of quota."""
+        key = request.key
         try:
-            ticket = await self._admission.admit(key, cost, request.priority, seq)
-        except ThrottleError as refused:  # too large, out of quota, closed: never sent this time
-            refused.attempts = attempt - 1
-            raise
-        sent_at = self._clock.now()
-        self._events.emit(RequestAdmitted(key, attempt, request.estimate, sent_at - queued_at))
-        try:
-            reply = await request.send()
-        except ThrottleError as error:
-            await self._admission.release(key, ticket, None, answered=False, succeeded=False)
-            self._events.emit(
-                AttemptFinished(
-                    key, attempt, Verdict.TRANSPORT_ERROR, None, self._clock.now() - sent_at
-                )
+            self._breakers.check(key.identity)
+            queued_at = self._clock.now()
+            ticket = await self._admission.admit(
+                key, Cost(tokens=request.estimate.total), request.priority, seq
             )
-            raise self._failed(error, progress) from None
-        except BaseException:
-            await self._admission.release(key, ticket, None, answered=False, succeeded=False)
+        except ThrottleError as refused:  # too large, out of quota, closed: not sent this time
+            refused.attempts = attempts.count
             raise
-        await self._learn(key, ticket, reply, attempt)
-        self._events.emit(
-            AttemptFinished(
-                key,
-                attempt,
-                reply.classification.verdict,
-                reply.status,
-                self._clock.now() - sent_at,
-                reply.request_id,
-            )
-        )
-        if reply.classification.error is not None:
-            raise self._failed(reply.classification.error, progress)
-        return cast(T, reply.value)
+        attempts.count += 1
+        attempts.sent_at = self._clock.now()
+        waited = attempts.sent_at - queued_at
+        self._events.emit(RequestAdmitted(key, attempts.count, request.estimate, waited))
+        return ticket
 
-    async def _learn(self, key: BucketKey, ticket: Ticket, reply: Reply[T], attempt: int) -> None:
-        """Correct the buckets from the answer; cool the key down or open its breaker."""
-        verdict, error = reply.classification.verdict, reply.classification.error
+    async def _send(self, request: ScheduledRequest[T], ticket: Ticket) -> Outcome[T]:
+        """Send once; return the answer, or the error when no answer arrived."""
+        try:
+            return await request.send()
+        except ThrottleError as no_answer:
+            return no_answer
+        except BaseException:  # cancelled, or a foreign error from user code: not retried
+            await self._admission.release(
+                request.key, ticket, None, answered=False, succeeded=False
+            )
+            raise
+
+    async def _settle(
+        self, key: BucketKey, ticket: Ticket, outcome: Outcome[T], attempt: int
+    ) -> None:
+        """Hand the reservation back with what the answer said; pause the key or stop it."""
+        answer = outcome if isinstance(outcome, Answer) else None
+        error = outcome if answer is None else answer.error
+        snapshot = answer.snapshot if answer is not None else None
+        answered = answer is not None
         applied = await self._admission.release(
-            key, ticket, reply.snapshot, answered=True, succeeded=verdict is Verdict.SUCCESS
+            key, ticket, snapshot, answered=answered, succeeded=answered and error is None
         )
-        if applied and reply.snapshot is not None:
-            self._events.emit(LimitsObserved(key, reply.snapshot))
+        if applied and snapshot is not None:
+            self._events.emit(LimitsObserved(key, snapshot))
         if isinstance(error, RateLimitError):
-            delay = error.retry_after
-            if delay is None:  # no delay and no headers: back off as for a server error
-                delay = min(
-                    self._retry.initial_backoff * 2 ** (attempt - 1), self._retry.max_backoff
-                )
-            if delay <= self._retry.max_server_wait:
-                await self._admission.cool_down(key, self._clock.now() + delay)
+            pause = self._retry.rate_limit_pause(error, attempt)
+            if pause is not None:
+                await self._admission.cool_down(key, self._clock.now() + pause)
         elif isinstance(error, QuotaExhaustedError):
             self._open_breaker(key.identity, error)
 
+    def _record(
+        self,
+        key: BucketKey,
+        attempts: _Attempts,
+        outcome: Outcome[T],
+        decision: Retry | Finish[T],
+    ) -> None:
+        """Emit what the attempt came to: its answer, its usage, and a retry if one follows."""
+        latency, count = self._clock.now() - attempts.sent_at, attempts.count
+        if isinstance(outcome, Answer):
+            verdict = outcome.classification.verdict
+            self._events.emit(
+                AttemptFinished(key, count, verdict, outcome.status, latency, outcome.request_id)
+            )
+            if outcome.usage is not None:
+                usage = outcome.usage
+                self._events.emit(UsageReported(key, usage.prompt_tokens, usage.completion_tokens))
+            failure = outcome.error
+        else:
+            self._events.emit(AttemptFinished(key, count, Verdict.TRANSPORT_ERROR, None, latency))
+            failure = outcome
+        attempts.last_error = failure or attempts.last_error
+        if isinstance(decision, Retry):
+            self._events.emit(RetryScheduled(key, count, decision.after, decision.reason))
+
+    @staticmethod
+    def _finish(decision: Finish[T], attempts: int) -> T:
+        if decision.error is None:
+            return cast(T, decision.value)
+        decision.error.attempts = attempts
+        raise decision.error
+
+    async def _pause(self, identity: str, seconds: float) -> None:
+        """Back off before the next attempt, cut short when the credential's breaker opens."""
+        if seconds > 0:
+            await self._clock.wait(self._breakers.opened(identity), seconds)
+
     def _open_breaker(self, identity: str, error: QuotaExhaustedError) -> None:
-        if not self.breakers.trip(identity, error.details):
+        if not self._breakers.trip(identity, error.details):
             return
         self._events.emit(QuotaBreakerOpened(identity, error.server_message))
         self._admission.fail_waiting(
-            lambda key: key.identity == identity, lambda: self.breakers.error(identity)
+            lambda key: key.identity == identity, lambda: self._breakers.error(identity)
         )
+
+    def record_usage(self, key: BucketKey, usage: object) -> None:
+        """Report the ``usage`` a stream carried at its end (after its request finished)."""
+        counts = read_usage(usage)
+        if counts is not None:
+            self._events.emit(UsageReported(key, counts.prompt_tokens, counts.completion_tokens))
+
+    def quota_error(self, identity: str) -> QuotaExhaustedError | None:
+        """Return the error requests on ``identity`` get while its quota breaker is open."""
+        return self._breakers.error(identity) if self._breakers.is_open(identity) else None
 
     def reset_quota_breaker(self, identity: str | None = None) -> None:
         """Let requests flow again on ``identity`` (or every identity) after billing was fixed."""
-        self.breakers.reset(identity)
+        self._breakers.reset(identity)
 
-    def _failed(self, error: ThrottleError, progress: _Progress) -> ThrottleError:
-        error.attempts = progress.attempts
-        progress.last_error = error
-        return error
-
-    async def _backoff(self, identity: str, seconds: float) -> None:
-        """Sleep between attempts, cut short when the credential's breaker opens."""
-        await self._clock.wait(self.breakers.opened(identity), seconds)
-
-    def _on_retry(self, key: BucketKey, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        delay = state.upcoming_sleep
-        self._events.emit(RetryScheduled(key, state.attempt_number, delay, type(error).__name__))
+    def waiting(self) -> int:
+        """Return how many attempts are queued for admission."""
+        return self._admission.waiting()
 
     async def close(self) -> None:
         """Stop admitting; queued attempts fail with :class:`ClosedError`."""

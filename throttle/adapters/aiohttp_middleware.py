@@ -18,9 +18,10 @@ from typing import Any
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, payload
 
-from throttle.adapters.exchange import Answer, Metering, exchange, meter, report_usage
+from throttle.adapters.exchange import Metering, Received, exchange, meter
 from throttle.client import Throttle
-from throttle.errors import StreamTruncatedError, TransportError
+from throttle.errors import TransportError, transport_failures
+from throttle.native_client import AIOHTTP_FAILURES
 from throttle.streams import StreamWatcher
 
 
@@ -39,8 +40,10 @@ class WatchedContent:
         first: bytes,
         watcher: StreamWatcher,
         on_finished: Callable[[StreamWatcher], None],
+        what: str,
     ) -> None:
         self._source = source
+        self._what = what
         self._buffer = bytearray(first)
         self._watcher = watcher
         self._on_finished = on_finished
@@ -57,10 +60,8 @@ class WatchedContent:
         """Read more from the connection; return ``False`` at the end of the stream."""
         if self._ended:
             return False
-        try:
+        with transport_failures(AIOHTTP_FAILURES, self._what, mid_stream=True):
             chunk = await self._source.readany()
-        except aiohttp.ClientPayloadError as exc:
-            raise StreamTruncatedError(f"the stream broke: {exc}") from exc
         if not chunk:
             self._ended = True
             self._watcher.close()
@@ -134,30 +135,26 @@ def throttle_middleware(throttle: Throttle, *, priority: int = 0) -> Any:
 
     async def attempt(
         request: ClientRequest, handler: ClientHandlerType, metering: Metering
-    ) -> Answer[ClientResponse]:
-        try:
+    ) -> Received[ClientResponse]:
+        what = f"{request.method} {request.url}"
+        with transport_failures(AIOHTTP_FAILURES, what):
             response = await handler(request)
             if metering.streaming and response.status < 300:
                 first = await response.content.readany()
                 if not first:
                     response.release()
-                    raise TransportError(
-                        f"{request.method} {request.url}: the stream ended before its first byte"
-                    )
+                    raise TransportError(f"{what}: the stream ended before its first byte")
                 content = WatchedContent(
                     response.content,
                     first,
                     StreamWatcher(),
-                    lambda done: report_usage(throttle, metering.key, done.usage),
+                    lambda done: throttle.record_usage(metering.key, done.usage),
+                    what,
                 )
                 response.content = content  # type: ignore[assignment] # reading API stand-in
-                return Answer(response, response.status, response.headers)
+                return Received(response, response.status, response.headers)
             body = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransportError(
-                f"{request.method} {request.url} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        return Answer(response, response.status, response.headers, body)
+        return Received(response, response.status, response.headers, body)
 
     async def middleware(request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         body = await _body_bytes(request)

@@ -1,7 +1,9 @@
 """What every adapter shares: which requests are metered, and one scheduled exchange.
 
 Library-agnostic: the adapters hand in method, URL, headers and body bytes, and a function
-that sends the request once and reads its answer; this module decides the rest.
+that sends the request once and returns what the library received; the answer is read by
+:func:`throttle.answer.read_answer`, like the native client's, and this module decides the
+rest.
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from throttle.classify import classify_response, decode_body
+from throttle.answer import Answer, read_answer
 from throttle.client import Throttle
-from throttle.errors import RetryExhaustedError, StreamTruncatedError, ThrottleError
+from throttle.errors import RetryExhaustedError, ThrottleError, transport_failures
 from throttle.estimate import TokenEstimate, estimate_tokens
-from throttle.events import usage_event
-from throttle.headers import header, parse_rate_limit_headers
+from throttle.headers import header
 from throttle.keys import BucketKey, azure_deployment
-from throttle.scheduler import Reply, ScheduledRequest
+from throttle.scheduler import ScheduledRequest
 from throttle.streams import StreamWatcher
 
 R = TypeVar("R")
@@ -43,8 +44,8 @@ class Metering:
 
 
 @dataclass(frozen=True, slots=True)
-class Answer(Generic[R]):
-    """One attempt's answer, read just enough to classify it.
+class Received(Generic[R]):
+    """What the library received for one attempt, before it is read.
 
     Attributes:
         response: the library's response object.
@@ -103,7 +104,7 @@ def _meter_json(
     if not isinstance(model, str):
         return None
     estimate = estimate_tokens(
-        url, payload, model=model, default_output_tokens=throttle.default_output_tokens
+        url, payload, model=model, default_output_tokens=throttle.options.default_output_tokens
     )
     return Metering(throttle.key_for(model, identity), estimate, bool(payload.get("stream")))
 
@@ -115,15 +116,8 @@ def _meter_upload(
     model = found.group(1).decode("utf-8", "replace") if found else deployment
     if model is None:
         return None
-    estimate = TokenEstimate(prompt=throttle.default_output_tokens, completion=0)
+    estimate = TokenEstimate(prompt=throttle.options.default_output_tokens, completion=0)
     return Metering(throttle.key_for(model, identity), estimate, streaming=False)
-
-
-def report_usage(throttle: Throttle, key: BucketKey, usage: object) -> None:
-    """Emit a :class:`throttle.events.UsageReported` when ``usage`` holds token counts."""
-    event = usage_event(key, usage)
-    if event is not None:
-        throttle.events.emit(event)
 
 
 def _ended_by(error: ThrottleError, answered: ThrottleError | None) -> bool:
@@ -142,17 +136,17 @@ def _ended_by(error: ThrottleError, answered: ThrottleError | None) -> bool:
 async def exchange(
     throttle: Throttle,
     metering: Metering,
-    attempt: Callable[[], Awaitable[Answer[R]]],
+    attempt: Callable[[], Awaitable[Received[R]]],
     *,
     priority: int = 0,
-) -> Answer[R]:
+) -> Received[R]:
     """Send a request through the scheduler and return the server's final answer.
 
     Args:
         throttle: whose buckets, retries and breaker apply.
         metering: from :func:`meter`.
-        attempt: sends the request once and reads its answer; raises
-            :class:`TransportError` when none arrived.
+        attempt: sends the request once and returns what was received; raises
+            :class:`TransportError` when nothing usable arrived.
         priority: smaller goes first.
 
     Returns:
@@ -162,24 +156,19 @@ async def exchange(
     Raises:
         ThrottleError: throttle ended the request without a server answer to show for it.
     """
-    final: list[tuple[Answer[R], ThrottleError | None]] = []
+    final: list[tuple[Received[R], Answer[Received[R]]]] = []
 
-    async def send() -> Reply[Answer[R]]:
-        answer = await attempt()
-        decoded = None if answer.body is None else decode_body(answer.body)
-        classification = classify_response(answer.status, answer.headers, decoded)
-        final[:] = [(answer, classification.error)]
-        if classification.error is None and isinstance(decoded, Mapping):
-            report_usage(throttle, metering.key, decoded.get("usage"))
-        snapshot = parse_rate_limit_headers(answer.headers)
-        request_id = header(answer.headers, "x-request-id")
-        return Reply(classification, snapshot, answer, answer.status, request_id)
+    async def send() -> Answer[Received[R]]:
+        received = await attempt()
+        answer = read_answer(received.status, received.headers, received.body, value=received)
+        final[:] = [(received, answer)]
+        return answer
 
     request = ScheduledRequest(metering.key, metering.estimate, send, priority)
     try:
-        return await throttle.scheduler.submit(request)
+        return await throttle.submit(request)
     except ThrottleError as error:
-        if final and _ended_by(error, final[0][1]):
+        if final and _ended_by(error, final[0][1].error):
             return final[0][0]
         raise
 
@@ -189,22 +178,28 @@ async def watch_chunks(
     rest: AsyncIterator[bytes],
     watcher: StreamWatcher,
     on_finished: Callable[[StreamWatcher], None],
-    transport_errors: tuple[type[BaseException], ...],
+    *,
+    failures: tuple[type[BaseException], ...],
+    what: str,
 ) -> AsyncIterator[bytes]:
     """Pass a stream's chunks through as they arrive, watching for its final event.
+
+    Args:
+        first: the chunk that already arrived.
+        rest: the chunks still to come.
+        watcher: follows the events.
+        on_finished: told when the stream ended complete.
+        failures: the library's failure types (see :func:`throttle.errors.transport_failures`).
+        what: names the request in errors.
 
     Raises:
         StreamTruncatedError: the stream ended, or broke, before its final event.
     """
     watcher.feed(first)
     yield first
-    try:
+    with transport_failures(failures, what, mid_stream=True):
         async for chunk in rest:
             watcher.feed(chunk)
             yield chunk
-    except transport_errors as exc:
-        raise StreamTruncatedError(
-            f"the stream broke after {watcher.events} events: {type(exc).__name__}: {exc}"
-        ) from exc
     watcher.close()
     on_finished(watcher)

@@ -27,4 +27,5 @@ class ThrottleHttpx2Transport(TransportCore, httpx2.AsyncBaseTransport):
     """
 
     library: ClassVar[Any] = httpx2
+    failures: ClassVar[tuple[type[BaseException], ...]] = (httpx2.TransportError,)
     stream_class: ClassVar[type[WatchedStream]] = _Httpx2Stream

@@ -26,4 +26,5 @@ class ThrottleHttpxTransport(TransportCore, httpx.AsyncBaseTransport):
     """
 
     library: ClassVar[Any] = httpx
+    failures: ClassVar[tuple[type[BaseException], ...]] = (httpx.TransportError,)
     stream_class: ClassVar[type[WatchedStream]] = _HttpxStream

@@ -12,16 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from throttle.adapters.exchange import (
-    Answer,
-    Metering,
-    exchange,
-    meter,
-    report_usage,
-    watch_chunks,
-)
+from throttle.adapters.exchange import Metering, Received, exchange, meter, watch_chunks
 from throttle.client import Throttle
-from throttle.errors import TransportError
+from throttle.errors import TransportError, transport_failures
 from throttle.streams import StreamWatcher
 
 # Dropped from answers handed on: the body is handed on decoded, with its own length.
@@ -69,6 +62,7 @@ class TransportCore:
 
     library: ClassVar[Any]  # the httpx or httpx2 module
     stream_class: ClassVar[type[WatchedStream]]
+    failures: ClassVar[tuple[type[BaseException], ...]]  # the library's "no usable answer"
 
     def __init__(self, throttle: Throttle, inner: Any | None = None, *, priority: int = 0) -> None:
         self.throttle = throttle
@@ -100,8 +94,11 @@ class TransportCore:
         """Close the inner transport."""
         await self._inner.aclose()
 
-    async def _attempt(self, request: Any, metering: Metering) -> Answer[Any]:
-        try:
+    def _what(self, request: Any) -> str:
+        return f"{request.method} {request.url}"
+
+    async def _attempt(self, request: Any, metering: Metering) -> Received[Any]:
+        with transport_failures(self.failures, self._what(request)):
             response = await self._inner.handle_async_request(request)
             if metering.streaming and response.status_code < 300:
                 chunks = response.aiter_bytes()
@@ -109,18 +106,14 @@ class TransportCore:
                 if not first:
                     await response.aclose()
                     raise TransportError(
-                        f"{request.method} {request.url}: the stream ended before its first byte"
+                        f"{self._what(request)}: the stream ended before its first byte"
                     )
                 opened = _OpenStream(response, first, chunks)
-                return Answer(opened, response.status_code, response.headers)
+                return Received(opened, response.status_code, response.headers)
             content = await response.aread()
-        except self.library.TransportError as exc:
-            raise TransportError(
-                f"{request.method} {request.url} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        return Answer(response, response.status_code, response.headers, content)
+        return Received(response, response.status_code, response.headers, content)
 
-    def _respond(self, request: Any, answer: Answer[Any], metering: Metering) -> Any:
+    def _respond(self, request: Any, answer: Received[Any], metering: Metering) -> Any:
         opened = answer.response if isinstance(answer.response, _OpenStream) else None
         original = opened.response if opened else answer.response
         headers = [
@@ -134,8 +127,9 @@ class TransportCore:
                 opened.first,
                 opened.rest,
                 watcher,
-                lambda done: report_usage(self.throttle, metering.key, done.usage),
-                (self.library.TransportError,),
+                lambda done: self.throttle.record_usage(metering.key, done.usage),
+                failures=self.failures,
+                what=self._what(request),
             )
             return self.library.Response(
                 answer.status,

@@ -1,0 +1,80 @@
+"""The seam between a job and what runs its lines.
+
+``throttle run`` (:mod:`throttle.runner`) owns the files, resume, progress, signals and exit
+status; an :class:`Executor` owns how each line is sent and comes back as a result. Today's
+executor is :class:`throttle.online_executor.OnlineExecutor` (each line through a
+:class:`throttle.Throttle`, as it comes); a Batch API executor plugs in here without touching
+the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from throttle.errors import ThrottleError
+from throttle.events import EventListener
+
+
+@dataclass(frozen=True, slots=True)
+class JobLine:
+    """One request of a job, read and parsed.
+
+    Attributes:
+        index: its 0-based index among the input's non-blank lines.
+        body: the request body to send.
+        metadata: the line's ``metadata`` (never sent; copied to its result).
+    """
+
+    index: int
+    body: dict[str, Any]
+    metadata: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class LineResult:
+    """How one line ended: a response or an error, never both.
+
+    Attributes:
+        response: the decoded answer on success.
+        error: what ended it otherwise.
+        extra: further fields for its result record (a batch's and file's ids, ...).
+    """
+
+    response: Any = None
+    error: ThrottleError | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    """Runs a job's lines; the runner calls :meth:`execute` once per pending line."""
+
+    @property
+    def capacity(self) -> int:
+        """Lines it takes at once: the runner reads no further ahead than this."""
+        ...
+
+    def subscribe(self, listener: EventListener) -> Callable[[], None]:
+        """Tell ``listener`` every event of the lines' requests; return the unsubscriber."""
+        ...
+
+    async def execute(self, line: JobLine) -> LineResult | None:
+        """Run one line to its end.
+
+        Returns:
+            Its result, or ``None`` when it was not run because the executor stopped (it
+            gets no result now and runs on the next invocation).
+
+        Raises:
+            JobAbortedError: no line can succeed (a rejected key or URL).
+        """
+        ...
+
+    async def stop(self) -> None:
+        """Send nothing more: waiting lines return ``None``; lines sent still finish."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what it holds (connections, sessions)."""
+        ...

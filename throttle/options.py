@@ -1,0 +1,132 @@
+"""Every setting of a :class:`throttle.Throttle`, in one validated object.
+
+Each setting is given once, here; every part of throttle that needs one reads it from this
+object (the in-flight cap, for instance, bounds admission, the native client's connection
+pool and ``throttle run``'s lines in progress). Contradictory arguments are refused when the
+object is built, naming both. The table of defaults in ``docs/usage.md`` is checked against
+this class by the test suite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+from throttle.backend import LimitBackend, MemoryBackend
+from throttle.clock import Clock, MonotonicClock
+from throttle.errors import ConfigurationError
+from throttle.estimate import DEFAULT_OUTPUT_TOKENS
+from throttle.keys import BucketKey, GroupMap
+from throttle.limits import AdmissionPolicy, Limits
+from throttle.retry import RetryPolicy
+
+AUTH_STYLES = ("auto", "bearer", "api-key")
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleOptions:
+    """How a :class:`throttle.Throttle` behaves.
+
+    Attributes:
+        identity: whose limits these are, when several keys share one project's limits.
+            Defaults to a hash of each request's API key.
+        auth: how the native client sends its key: ``"bearer"`` (``Authorization``),
+            ``"api-key"`` (Azure) or ``"auto"`` (``api-key`` for Azure URLs).
+        groups: model name or glob to shared-limit group (``{"gpt-4o*": "4o-pool"}``).
+        limits: known limits as ceilings, for every group or per group name. Only for the
+            default in-memory backend: a backend given here holds its own.
+        retry: how transient failures are retried.
+        admission: how cautiously to admit (reserve, probing). Only for the default backend.
+        backend: where bucket state lives; in this process's memory by default.
+        default_output_tokens: output tokens reserved when a body sets no ``max_*_tokens``.
+        max_in_flight: requests sent and not yet answered, at most, over all keys.
+        timeout: seconds one attempt of the native client may take before it counts as a
+            transport failure.
+        headers: extra headers the native client sends with every request.
+        clock: where time is read and waited on (tests drive a manual one).
+
+    Raises:
+        ConfigurationError: a value is out of range, or two settings contradict each other.
+    """
+
+    identity: str | None = None
+    auth: str = "auto"
+    groups: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits | Mapping[str, Limits] | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    admission: AdmissionPolicy | None = None
+    backend: LimitBackend | None = None
+    default_output_tokens: int = DEFAULT_OUTPUT_TOKENS
+    max_in_flight: int = 256
+    timeout: float = 600.0
+    headers: Mapping[str, str] = field(default_factory=dict)
+    clock: Clock = field(default_factory=MonotonicClock)
+    group_map: GroupMap = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.auth not in AUTH_STYLES:
+            raise ConfigurationError(
+                f"auth must be 'auto', 'bearer' or 'api-key', not {self.auth!r}"
+            )
+        if isinstance(self.max_in_flight, bool) or not isinstance(self.max_in_flight, int):
+            raise ConfigurationError(
+                f"max_in_flight must be a whole number: {self.max_in_flight!r}"
+            )
+        if self.max_in_flight < 1:
+            raise ConfigurationError(f"max_in_flight must be at least 1: {self.max_in_flight}")
+        if not (isinstance(self.timeout, int | float) and math.isfinite(self.timeout)) or (
+            self.timeout <= 0
+        ):
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds: {self.timeout!r}"
+            )
+        if self.default_output_tokens < 0:
+            raise ConfigurationError(
+                f"default_output_tokens must not be negative: {self.default_output_tokens}"
+            )
+        if self.identity is not None and not self.identity:
+            raise ConfigurationError("identity must not be empty")
+        if self.backend is not None:
+            for name in ("limits", "admission"):
+                if getattr(self, name) is not None:
+                    raise ConfigurationError(
+                        f"backend and {name} were both given: the backend holds its own "
+                        f"{name}; configure them on the backend instead"
+                    )
+        object.__setattr__(self, "group_map", GroupMap(self.groups))
+
+    def limits_for(self, key: BucketKey) -> Limits:
+        """Return the configured ceilings of ``key``'s group (none known: learn them)."""
+        if isinstance(self.limits, Limits):
+            return self.limits
+        if self.limits is None:
+            return Limits()
+        return self.limits.get(key.group, Limits())
+
+    def make_backend(self) -> LimitBackend:
+        """Return the backend given, or a fresh in-memory one built from ``limits``."""
+        if self.backend is not None:
+            return self.backend
+        return MemoryBackend(self.limits_for, self.admission)
+
+
+class ThrottleSettings(TypedDict, total=False):
+    """The keyword arguments of :class:`throttle.Throttle`.
+
+    The fields of :class:`ThrottleOptions`, each optional (the test suite checks they match).
+    """
+
+    identity: str | None
+    auth: str
+    groups: Mapping[str, str]
+    limits: Limits | Mapping[str, Limits] | None
+    retry: RetryPolicy
+    admission: AdmissionPolicy | None
+    backend: LimitBackend | None
+    default_output_tokens: int
+    max_in_flight: int
+    timeout: float
+    headers: Mapping[str, str]
+    clock: Clock
