@@ -8,7 +8,8 @@ from throttle import BucketKey, MemoryBackend, QuotaExhaustedError
 from throttle.admission import Admission
 from throttle.errors import ErrorDetails
 from throttle.headers import LimitReading, RateLimitSnapshot
-from throttle.limits import AdmissionPolicy, Cost, Ticket
+from throttle.limits import AdmissionPolicy
+from throttle.reservation import Cost, Ticket
 from throttle.testing import ManualClock
 
 KEY = BucketKey("key-test", "gpt-4o")

@@ -7,7 +7,8 @@ import pytest
 from throttle import AdmissionPolicy, Limits, RequestTooLargeError
 from throttle.errors import ConfigurationError
 from throttle.headers import LimitReading, RateLimitSnapshot
-from throttle.limits import Cost, KeyLimits, Phase, Ticket
+from throttle.limits import KeyLimits, Phase
+from throttle.reservation import Cost, Ticket
 
 NO_RESERVE = AdmissionPolicy(reserve_fraction=0.0)
 

@@ -21,7 +21,7 @@ from throttle.clock import Clock
 from throttle.errors import ClosedError, ThrottleError
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
-from throttle.limits import Cost, Ticket
+from throttle.reservation import Cost, Ticket
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from typing import Protocol
 
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
-from throttle.limits import AdmissionPolicy, Cost, KeyLimits, Limits, Ticket
+from throttle.limits import AdmissionPolicy, KeyLimits, Limits
+from throttle.reservation import Cost, Ticket
 
 
 class LimitBackend(Protocol):

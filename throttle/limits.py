@@ -9,14 +9,7 @@ is ``remaining + refill since then - what was admitted since``. A running total 
 units (the ledger) makes "admitted since" one subtraction, and answers that arrive out of order
 are ignored when a later-admitted request's answer was already applied.
 
-How estimates are calibrated: the client's token estimate and the server's count differ (the
-server counts characters; tiktoken counts tokens), and a persistent undercount, times the
-requests in flight, overdraws the server's bucket. Between two corrections, the gap between the
-level the model predicted and the level the server reported is what the server charged beyond
-what was debited; with a second ledger of raw estimates that gives the true ratio of charges to
-estimates. The token scale (never below 1) moves toward that ratio and multiplies later
-estimates. Measuring the ratio, not the residual error, keeps the answers still in flight from
-making the feedback overshoot.
+The token scale that multiplies estimates is learned by ``calibration``.
 """
 
 from __future__ import annotations
@@ -26,13 +19,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from throttle.bucket import Bucket
+from throttle.calibration import calibrated_scale
 from throttle.errors import ConfigurationError, RequestTooLargeError
 from throttle.headers import LimitReading, RateLimitSnapshot
+from throttle.reservation import Cost, Ticket
 
 DEFAULT_WINDOW_SECONDS = 60.0
-CALIBRATION_RATE = 0.5  # how far each measurement moves the token scale toward what it saw
-FULL = 0.95  # near capacity the server's refill was capped: the arithmetic no longer holds
-MAX_TOKEN_SCALE = 4.0  # the server is never assumed to charge more than 4x the estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,38 +78,6 @@ class AdmissionPolicy:
             raise ConfigurationError(f"reserve_fraction must be in [0, 1): {self.reserve_fraction}")
         if self.probe_concurrency < 1 or self.blind_after < 1:
             raise ConfigurationError("probe_concurrency and blind_after must be at least 1")
-
-
-@dataclass(frozen=True, slots=True)
-class Cost:
-    """What one attempt draws from the buckets: 1 request and its estimated tokens."""
-
-    tokens: float
-    requests: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """Proof that an attempt was admitted, handed back when its answer arrives.
-
-    Attributes:
-        seq: admission order on this key.
-        admitted_at: clock time of admission, taken as the time the server counted it.
-        cost: what it drew.
-        requests_ledger: running total of requests admitted on the key, this one included.
-        tokens_ledger: running total of tokens admitted on the key (calibrated), this one
-            included.
-        estimates_ledger: the same total, of raw estimates.
-        probe: admitted while the key's limits were unknown.
-    """
-
-    seq: int
-    admitted_at: float
-    cost: Cost
-    requests_ledger: float
-    tokens_ledger: float
-    estimates_ledger: float
-    probe: bool
 
 
 class Phase(StrEnum):
@@ -264,8 +224,10 @@ class KeyLimits:
             )
             if predicted is not None and self.tokens is not None:
                 tokens_then, estimates_then, uncharged_then = self._applied
-                self._calibrate(
+                self.token_scale = calibrated_scale(
+                    self.token_scale,
                     predicted,
+                    (self.tokens.capacity, self.tokens.level),
                     debited=ticket.tokens_ledger - tokens_then,
                     estimated=(ticket.estimates_ledger - estimates_then)
                     - (self._uncharged_estimates - uncharged_then),
@@ -315,24 +277,6 @@ class KeyLimits:
             return None
         bucket.refill(now)
         return bucket.capacity, bucket.level
-
-    def _calibrate(
-        self, predicted: tuple[float, float], *, debited: float, estimated: float
-    ) -> None:
-        """Move :attr:`token_scale` toward the ratio the server really charged.
-
-        Args:
-            predicted: (capacity, level) the model held just before the correction.
-            debited: calibrated tokens debited between the previous correction and this one.
-            estimated: raw estimates of those requests, less the ones that failed uncharged.
-        """
-        capacity, level = predicted
-        assert self.tokens is not None  # noqa: S101 - checked by the caller
-        if estimated <= 0 or capacity != self.tokens.capacity or level >= capacity * FULL:
-            return  # a limit change or a (nearly) full bucket says nothing about estimates
-        charged = debited + (level - self.tokens.level)
-        target = min(MAX_TOKEN_SCALE, max(1.0, charged / estimated))
-        self.token_scale += CALIBRATION_RATE * (target - self.token_scale)
 
     def _go_blind(self, now: float) -> None:
         self.phase = Phase.BLIND

@@ -40,7 +40,7 @@ from throttle.events import (
     UsageReported,
 )
 from throttle.keys import BucketKey
-from throttle.limits import Cost, Ticket
+from throttle.reservation import Cost, Ticket
 from throttle.retry import Finish, Retry, RetryPolicy
 
 T = TypeVar("T")
