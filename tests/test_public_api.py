@@ -101,6 +101,20 @@ def test_import_works_without_any_adapter_extra() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+FOREIGN_LIBRARIES = ("aiohttp", "httpx", "httpx2", "openai", "prometheus_client", "redis")
+
+
+def test_import_loads_no_http_metrics_or_redis_library() -> None:
+    """`import throttle` and a Throttle for the adapters load none of the optional layers."""
+    code = (
+        "import sys, throttle\n"
+        "throttle.Throttle(max_in_flight=8)\n"
+        f"loaded = [name for name in {FOREIGN_LIBRARIES!r} if name in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_testing_module_exports() -> None:
     """The public testing module offers the simulator and the manual clock."""
     assert "SimulatedAPI" in throttle.testing.__all__

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 
@@ -24,6 +25,14 @@ class Clock(Protocol):
 
         Returns:
             ``True`` if the event was set.
+        """
+        ...
+
+    def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[asyncio.Timeout]:
+        """Return a context that cancels its block ``seconds`` from now (``None``: never).
+
+        Like ``asyncio.timeout``: the block ends with ``TimeoutError`` and the scope's
+        ``expired()`` is true.
         """
         ...
 
@@ -55,3 +64,7 @@ class MonotonicClock:
         except TimeoutError:
             return False
         return True
+
+    def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[asyncio.Timeout]:
+        """Return ``asyncio.timeout(seconds)``."""
+        return asyncio.timeout(seconds)

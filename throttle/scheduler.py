@@ -10,7 +10,6 @@ Every event is emitted from this module, so what listeners see follows this flow
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -119,7 +118,7 @@ class Scheduler:
         started, seq, attempts = self._clock.now(), next(self._sequence), _Attempts()
         ended_by: str | None = None
         try:
-            async with asyncio.timeout(request.deadline) as scope:
+            async with self._clock.timeout(request.deadline) as scope:
                 while True:
                     ticket = await self._admit(request, seq, attempts)
                     outcome = await self._send(request, ticket)

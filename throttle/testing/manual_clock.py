@@ -6,6 +6,8 @@ import asyncio
 import heapq
 import itertools
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 
 class ManualClock:
@@ -47,6 +49,28 @@ class ManualClock:
         for task in pending - done:
             task.cancel()
         return waiter in done
+
+    @asynccontextmanager
+    async def timeout(self, seconds: float | None) -> AsyncIterator[asyncio.Timeout]:
+        """Cancel the block once the clock was advanced by ``seconds`` (``None``: never)."""
+        async with asyncio.timeout(None) as scope:
+            if seconds is None:
+                yield scope
+                return
+            loop = asyncio.get_running_loop()
+            timer = loop.create_future()
+            heapq.heappush(self._timers, (self._now + seconds, next(self._order), timer))
+
+            def expire(fired: asyncio.Future[None]) -> None:
+                # Manual time reached the deadline: expire the real scope at once.
+                if not fired.cancelled():
+                    scope.reschedule(loop.time())
+
+            timer.add_done_callback(expire)
+            try:
+                yield scope
+            finally:
+                timer.cancel()
 
     async def advance(self, seconds: float) -> None:
         """Move time forward, waking every timer that falls due, in order."""

@@ -1,0 +1,116 @@
+"""Tests for the executor seam: the runner's files, resume and exit status over any executor.
+
+The executor here answers from the request body itself (no server): it stands for the Batch
+API executor to come, and proves the runner needs nothing of the online one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from throttle import ErrorDetails, JobAbortedError
+from throttle.errors import APIStatusError
+from throttle.events import EventHub, EventListener
+from throttle.executor import JobLine, LineResult
+from throttle.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobRunner, RunOptions
+
+
+class BodyExecutor:
+    """Answers each line from its body: ``{"fail": true}`` fails, ``{"abort": true}`` aborts."""
+
+    def __init__(self, capacity: int = 4) -> None:
+        self.events = EventHub()
+        self.executed: list[int] = []
+        self.stopped = False
+        self.closed = False
+        self._capacity = capacity
+
+    @property
+    def capacity(self) -> int:
+        """Lines taken at once."""
+        return self._capacity
+
+    def subscribe(self, listener: EventListener) -> Callable[[], None]:
+        """Listeners get nothing: this executor sends no requests."""
+        return self.events.subscribe(listener)
+
+    async def execute(self, line: JobLine) -> LineResult | None:
+        """Answer from the body."""
+        await asyncio.sleep(0)
+        if self.stopped:
+            return None
+        self.executed.append(line.index)
+        if line.body.get("abort"):
+            error = APIStatusError(ErrorDetails(401, "invalid_api_key"))
+            raise JobAbortedError("the key was rejected", error)
+        if line.body.get("fail"):
+            return LineResult(error=APIStatusError(ErrorDetails(400, "bad")))
+        return LineResult(response={"echo": line.body["n"]}, extra={"batch_id": "batch_1"})
+
+    async def stop(self) -> None:
+        """Run nothing more."""
+        self.stopped = True
+
+    async def aclose(self) -> None:
+        """Note the close."""
+        self.closed = True
+
+
+def job(tmp_path: Path, bodies: list[dict[str, Any]]) -> RunOptions:
+    """A job over `bodies`; the URL and key are never used by this executor."""
+    source = tmp_path / "requests.jsonl"
+    source.write_text("".join(json.dumps(body) + "\n" for body in bodies))
+    return RunOptions(source, tmp_path / "results.jsonl", "http://127.0.0.1:9/unused", None)
+
+
+def records(options: RunOptions) -> list[dict[str, Any]]:
+    """The result records, in file order."""
+    return [json.loads(line) for line in options.output.read_text().splitlines()]
+
+
+async def test_runner_writes_one_result_per_line_of_any_executor(tmp_path: Path) -> None:
+    """Results, errors, metadata and the executor's extra fields land once per line."""
+    bodies: list[dict[str, Any]] = [{"n": i, "metadata": {"row": i}} for i in range(10)]
+    bodies[3]["fail"] = True
+    options = job(tmp_path, bodies)
+    executor = BodyExecutor()
+    status = await JobRunner(options, executor=executor, show_progress=False).run()
+    assert status == EXIT_FAILED
+    assert executor.closed
+    written = sorted(records(options), key=lambda record: record["index"])
+    assert [record["index"] for record in written] == list(range(10))
+    assert written[0]["response"] == {"echo": 0}
+    assert written[0]["batch_id"] == "batch_1"
+    assert written[0]["metadata"] == {"row": 0}
+    assert written[3]["error"]["status"] == 400
+
+
+async def test_resume_hands_the_executor_only_unfinished_lines(tmp_path: Path) -> None:
+    """A rerun skips lines with results: the executor never sees them again."""
+    options = job(tmp_path, [{"n": i} for i in range(6)])
+    await JobRunner(options, executor=BodyExecutor(), show_progress=False).run()
+    again = BodyExecutor()
+    status = await JobRunner(options, executor=again, show_progress=False).run()
+    assert status == EXIT_OK
+    assert again.executed == []
+    assert len(records(options)) == 6
+
+
+async def test_an_aborting_executor_stops_the_job_and_leaves_lines_for_the_rerun(
+    tmp_path: Path,
+) -> None:
+    """JobAbortedError: exit 2, its message kept, no result for the aborted or unsent lines."""
+    bodies: list[dict[str, Any]] = [{"n": i} for i in range(40)]
+    bodies[2]["abort"] = True
+    options = job(tmp_path, bodies)
+    executor = BodyExecutor(capacity=1)
+    runner = JobRunner(options, executor=executor, show_progress=False)
+    assert await runner.run() == EXIT_USAGE
+    assert runner.fatal == "the key was rejected"
+    assert executor.stopped
+    indices = {record["index"] for record in records(options)}
+    assert indices == {0, 1}
