@@ -8,12 +8,8 @@ from typing import Any
 import pytest
 
 from throttle import InvalidRequestError, TokenEstimate, estimate_tokens
-from throttle.estimate import (
-    AUDIO_TOKENS_PER_SECOND,
-    IMAGE_TOKENS_HIGH,
-    IMAGE_TOKENS_LOW,
-    endpoint_kind,
-)
+from throttle.estimate import endpoint_kind
+from throttle.prompt_tokens import AUDIO_TOKENS_PER_SECOND, IMAGE_TOKENS_HIGH, IMAGE_TOKENS_LOW
 from throttle.tokenizer import Encoder, EncodingCache, encoding_name_for_model
 
 COOKBOOK_MESSAGES = [

@@ -2,8 +2,9 @@
 
 from throttle.testing.manual_clock import ManualClock
 from throttle.testing.sim_config import Faults, LimitChange, ModelLimits, SimulatorConfig
+from throttle.testing.sim_handler import FAULTS
 from throttle.testing.sim_stats import SimulatorStats
-from throttle.testing.simulator import FAULTS, SimulatedAPI
+from throttle.testing.simulator import SimulatedAPI
 from throttle.testing.watch import InFlightWatch
 
 __all__ = [

@@ -1,0 +1,236 @@
+"""How the simulated server answers one HTTP request, faults included.
+
+It names the caller's organization from its API key, serves ``/models``, uploads and JSON
+calls, injects 500/503, dropped connections, truncated streams and latency (scripted or at
+random), has the rate limiter charge or refuse the request, and answers in the real JSON or
+server-sent-events shapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import itertools
+import random
+import time
+from typing import Any
+
+from aiohttp import web
+
+from throttle.estimate import endpoint_kind
+from throttle.testing import sim_bodies as bodies
+from throttle.testing.sim_accounting import output_cap, prompt_tokens
+from throttle.testing.sim_config import SimulatorConfig
+from throttle.testing.sim_limiter import RateLimiter
+from throttle.testing.sim_stats import SimulatorStats
+
+FAULTS = ("server_error", "overloaded", "drop", "truncate")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Call:
+    """One request being served: what it asked, for whom, and the headers of its answer."""
+
+    request: web.Request
+    payload: dict[str, Any]
+    model: str
+    org: str
+    azure: bool
+    headers: dict[str, str]
+
+
+class RequestHandler:
+    """Serves every request of the simulated API (:meth:`handle` is the aiohttp handler).
+
+    Args:
+        config: models, organizations, faults and latency.
+        stats: where requests and their outcomes are counted.
+        limiter: charges each request, or refuses it with a 429.
+    """
+
+    def __init__(
+        self, config: SimulatorConfig, stats: SimulatorStats, limiter: RateLimiter
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self._limiter = limiter
+        self._scripted: list[str] = []
+        self._random = random.Random(self.config.faults.seed)  # noqa: S311 - fault injection
+        self._ids = itertools.count(1)
+
+    def inject(self, fault: str, count: int = 1) -> None:
+        """Make the next ``count`` requests fail with ``fault`` (one of :data:`FAULTS`)."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; choose from {FAULTS}")
+        self._scripted.extend([fault] * count)
+
+    def _organization(self, request: web.Request) -> str | None:
+        auth = request.headers.get("Authorization", "")
+        key = auth[7:] if auth.startswith("Bearer ") else request.headers.get("api-key", "")
+        if not key:
+            return None
+        if self.config.organizations:
+            return self.config.organizations.get(key)
+        return "org-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+
+    def _next_fault(self) -> str | None:
+        if self._scripted:
+            return self._scripted.pop(0)
+        faults = self.config.faults
+        roll = self._random.random()
+        for name, chance in (
+            ("server_error", faults.server_error),
+            ("overloaded", faults.overloaded),
+            ("drop", faults.drop),
+            ("truncate", faults.truncate),
+        ):
+            if roll < chance:
+                return name
+            roll -= chance
+        return None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Answer one request: stats, models, uploads, or a JSON call to a model.
+
+        Args:
+            request: the incoming request, on any path.
+
+        Returns:
+            The answer: a success, a 4xx/5xx error, or a stream.
+        """
+        now = time.monotonic()
+        if request.method == "GET" and request.path == "/_stats":
+            return web.json_response(self.stats.as_dict())
+        self.stats.received += 1
+        self.stats.first_request_at = self.stats.first_request_at or now
+        if self.stats.first_quota_error_at is not None:
+            self.stats.received_after_quota += 1
+        request_id = f"req_{next(self._ids):08d}"
+        headers = {"x-request-id": request_id}
+        org = self._organization(request)
+        if org is None:
+            self.stats.rejected += 1
+            body = bodies.error_body(
+                "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+            )
+            return web.json_response(body, status=401, headers=headers)
+        deployment = request.match_info["tail"].split("/")
+        azure = len(deployment) > 2 and deployment[:2] == ["openai", "deployments"]
+        if request.method == "GET" and request.path.endswith("/models"):
+            models = [{"id": name, "object": "model"} for name in self.config.models]
+            return web.json_response({"object": "list", "data": models}, headers=headers)
+        if request.content_type.startswith("multipart/"):
+            return await self._serve_upload(request, org, headers)
+        try:
+            payload = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            payload = None
+        model = deployment[2] if azure else (payload or {}).get("model")
+        if not isinstance(payload, dict) or not isinstance(model, str):
+            self.stats.rejected += 1
+            body = bodies.error_body(
+                "We could not parse the JSON body of your request, or it names no model.",
+                "invalid_request_error",
+                None,
+            )
+            return web.json_response(body, status=400, headers=headers)
+        return await self._serve(_Call(request, payload, model, org, azure, headers))
+
+    async def _serve_upload(
+        self, request: web.Request, org: str, headers: dict[str, str]
+    ) -> web.Response:
+        """Audio transcriptions and other uploads: one request, no tokens, a text answer."""
+        form = await request.post()
+        model = form.get("model")
+        upload = form.get("file")
+        if not isinstance(model, str) or not isinstance(upload, web.FileField):
+            self.stats.rejected += 1
+            body = bodies.error_body(
+                "An upload needs a 'model' field and a 'file'.", "invalid_request_error", None
+            )
+            return web.json_response(body, status=400, headers=headers)
+        size = len(upload.file.read())
+        call = _Call(request, {"model": model}, model, org, azure=False, headers=headers)
+        refusal = self._charge(call, 0, time.monotonic())
+        if refusal is not None:
+            return refusal
+        await asyncio.sleep(self.config.latency)
+        self._succeeded()
+        return web.json_response(
+            {"text": f"transcribed {size} bytes of {upload.filename}"}, headers=headers
+        )
+
+    async def _serve(self, call: _Call) -> web.StreamResponse:
+        now = time.monotonic()
+        fault = self._next_fault()
+        if fault is not None and fault != "truncate":
+            self.stats.injected[fault] += 1
+            if fault == "drop":
+                assert call.request.transport is not None  # noqa: S101 - a live request has one
+                call.request.transport.abort()
+                return web.Response(status=500)
+            status, body = (
+                (500, bodies.SERVER_ERROR_BODY)
+                if fault == "server_error"
+                else (503, bodies.OVERLOADED_BODY)
+            )
+            return web.json_response(body, status=status, headers=call.headers)
+        self._limiter.apply_due_changes(now)
+        kind = endpoint_kind(call.request.path)
+        prompt = prompt_tokens(call.payload)
+        cost = prompt if kind == "embeddings" else prompt + output_cap(call.payload)
+        refusal = self._charge(call, cost, now)
+        if refusal is not None:
+            return refusal
+        jitter = self._random.uniform(0, self.config.latency_jitter)
+        await asyncio.sleep(self.config.latency + jitter)
+        cap = output_cap(call.payload)
+        completion = min(cap or self.config.completion_tokens, self.config.completion_tokens)
+        if call.payload.get("stream"):
+            return await self._stream(call, kind, prompt, completion, fault == "truncate")
+        self._succeeded()
+        return web.json_response(self._answer(call, kind, prompt, completion), headers=call.headers)
+
+    def _charge(self, call: _Call, cost: int, now: float) -> web.Response | None:
+        return self._limiter.charge(call.org, call.model, cost, now, call.headers, azure=call.azure)
+
+    def _answer(self, call: _Call, kind: str, prompt: int, completion: int) -> dict[str, Any]:
+        rid = call.headers["x-request-id"]
+        if kind == "responses":
+            return bodies.response_object(call.model, prompt, completion, rid)
+        if kind == "embeddings":
+            raw = call.payload.get("input")
+            many = isinstance(raw, list) and bool(raw) and not isinstance(raw[0], int)
+            inputs = raw if many and isinstance(raw, list) else [raw]
+            dimensions = int(call.payload.get("dimensions", 8))
+            return bodies.embeddings(call.model, inputs, prompt, dimensions)
+        return bodies.chat_completion(call.model, prompt, completion, rid)
+
+    def _succeeded(self) -> None:
+        self.stats.succeeded += 1
+        self.stats.last_success_at = time.monotonic()
+
+    async def _stream(
+        self, call: _Call, kind: str, prompt: int, completion: int, truncate: bool
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={**call.headers, "Content-Type": "text/event-stream"})
+        await response.prepare(call.request)
+        rid = call.headers["x-request-id"]
+        if kind == "responses":
+            events = bodies.responses_stream_events(call.model, prompt, completion, rid)
+            lines = [f"event: {name}\ndata: {data}\n\n" for name, data in events]
+        else:
+            options = call.payload.get("stream_options")
+            usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            chunks = bodies.chat_stream_events(call.model, prompt, completion, rid, usage)
+            lines = [f"data: {data}\n\n" for data in chunks]
+        if truncate:
+            self.stats.injected["truncate"] += 1
+            lines = lines[: max(1, len(lines) // 2)]
+        for line in lines:
+            await response.write(line.encode())
+        await response.write_eof()
+        if not truncate:
+            self._succeeded()
+        return response
