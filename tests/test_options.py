@@ -59,6 +59,9 @@ def test_a_configuration_error_is_a_value_error() -> None:
         ("default_output_tokens", -1),
         ("identity", ""),
         ("groups", {"": "pool"}),
+        ("groups", None),
+        ("headers", None),
+        ("headers", [("x-team", "a")]),
     ],
 )
 def test_invalid_settings_are_refused_naming_the_setting(setting: str, value: Any) -> None:

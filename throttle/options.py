@@ -86,6 +86,9 @@ class ThrottleOptions:
             raise ConfigurationError(
                 f"default_output_tokens must not be negative: {self.default_output_tokens}"
             )
+        for name in ("groups", "headers"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ConfigurationError(f"{name} must be a mapping, not {getattr(self, name)!r}")
         if self.identity is not None and not self.identity:
             raise ConfigurationError("identity must not be empty")
         if self.backend is not None:
