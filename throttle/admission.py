@@ -115,14 +115,14 @@ class Admission:
         self._slots.release()
         try:
             return await self._backend.complete(
-                key, ticket, snapshot, self._clock.now(), answered=answered, succeeded=succeeded
+                key, ticket, snapshot, answered=answered, succeeded=succeeded
             )
         finally:
             self.wake(key)
 
-    async def cool_down(self, key: BucketKey, until: float) -> None:
-        """Admit nothing on ``key`` before ``until``."""
-        await self._backend.cool_down(key, until)
+    async def cool_down(self, key: BucketKey, seconds: float) -> None:
+        """Admit nothing on ``key`` for ``seconds`` from now."""
+        await self._backend.cool_down(key, seconds)
 
     def wake(self, key: BucketKey) -> None:
         """Make ``key``'s pump look at its head waiter again."""
@@ -178,7 +178,7 @@ class Admission:
         """Try to admit ``head``; return 0 when it was settled, else seconds to wait."""
         await self._slots.acquire()
         try:
-            result = await self._backend.try_admit(key, head.cost, self._clock.now())
+            result = await self._backend.try_admit(key, head.cost)
         except Exception as error:
             self._slots.release()
             if not isinstance(error, ThrottleError):

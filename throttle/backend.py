@@ -1,7 +1,9 @@
 """Where bucket state lives: a narrow interface, and the in-process implementation.
 
-The scheduler only ever talks to a :class:`LimitBackend`. A Redis backend implements the same
-three calls atomically so that several processes share one account's buckets.
+The scheduler only ever talks to a :class:`LimitBackend`. A shared backend implements the same
+three calls atomically so that several processes share one account's buckets. The backend owns
+the clock its state is kept in (this process's for the memory backend; one clock for all
+processes for a shared one), so callers pass durations, never times.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from throttle.clock import Clock, MonotonicClock
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
 from throttle.limits import AdmissionPolicy, KeyLimits, Limits
@@ -16,9 +19,9 @@ from throttle.reservation import Cost, Ticket
 
 
 class LimitBackend(Protocol):
-    """Storage and arithmetic of the buckets of every key. Times are scheduler-clock seconds."""
+    """Storage and arithmetic of the buckets of every key, on the backend's own clock."""
 
-    async def try_admit(self, key: BucketKey, cost: Cost, now: float) -> Ticket | float:
+    async def try_admit(self, key: BucketKey, cost: Cost) -> Ticket | float:
         """Charge ``cost`` to ``key`` and return a ticket, or return seconds to wait.
 
         Raises:
@@ -31,7 +34,6 @@ class LimitBackend(Protocol):
         key: BucketKey,
         ticket: Ticket,
         snapshot: RateLimitSnapshot | None,
-        now: float,
         *,
         answered: bool,
         succeeded: bool,
@@ -39,8 +41,8 @@ class LimitBackend(Protocol):
         """Hand back a ticket with its answer's headers; return whether they were applied."""
         ...
 
-    async def cool_down(self, key: BucketKey, until: float) -> None:
-        """Admit nothing on ``key`` before ``until``."""
+    async def cool_down(self, key: BucketKey, seconds: float) -> None:
+        """Admit nothing on ``key`` for ``seconds`` from now."""
         ...
 
 
@@ -50,15 +52,18 @@ class MemoryBackend:
     Args:
         limits_for: the configured ceilings of a key.
         policy: how cautiously to admit.
+        clock: the clock the buckets are kept in.
     """
 
     def __init__(
         self,
         limits_for: Callable[[BucketKey], Limits] = lambda _key: Limits(),
         policy: AdmissionPolicy | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._limits_for = limits_for
         self._policy = policy or AdmissionPolicy()
+        self._clock = clock or MonotonicClock()
         self._keys: dict[BucketKey, KeyLimits] = {}
 
     def __repr__(self) -> str:
@@ -71,25 +76,24 @@ class MemoryBackend:
             state = self._keys[key] = KeyLimits(self._limits_for(key), self._policy)
         return state
 
-    async def try_admit(self, key: BucketKey, cost: Cost, now: float) -> Ticket | float:
+    async def try_admit(self, key: BucketKey, cost: Cost) -> Ticket | float:
         """See :meth:`LimitBackend.try_admit`."""
-        return self.state(key).try_admit(cost, now)
+        return self.state(key).try_admit(cost, self._clock.now())
 
     async def complete(
         self,
         key: BucketKey,
         ticket: Ticket,
         snapshot: RateLimitSnapshot | None,
-        now: float,
         *,
         answered: bool,
         succeeded: bool,
     ) -> bool:
         """See :meth:`LimitBackend.complete`."""
         return self.state(key).complete(
-            ticket, snapshot, now, answered=answered, succeeded=succeeded
+            ticket, snapshot, self._clock.now(), answered=answered, succeeded=succeeded
         )
 
-    async def cool_down(self, key: BucketKey, until: float) -> None:
+    async def cool_down(self, key: BucketKey, seconds: float) -> None:
         """See :meth:`LimitBackend.cool_down`."""
-        self.state(key).cool_down(until)
+        self.state(key).cool_down(self._clock.now() + seconds)

@@ -112,7 +112,7 @@ class ThrottleOptions:
         """Return the backend given, or a fresh in-memory one built from ``limits``."""
         if self.backend is not None:
             return self.backend
-        return MemoryBackend(self.limits_for, self.admission)
+        return MemoryBackend(self.limits_for, self.admission, self.clock)
 
 
 class ThrottleSettings(TypedDict, total=False):

@@ -189,7 +189,7 @@ class Scheduler:
         if isinstance(error, RateLimitError):
             pause = self._retry.rate_limit_pause(error, attempt)
             if pause is not None:
-                await self._admission.cool_down(key, self._clock.now() + pause)
+                await self._admission.cool_down(key, pause)
         elif isinstance(error, QuotaExhaustedError):
             self._open_breaker(key.identity, error)
 
