@@ -8,7 +8,7 @@ from throttle import BucketKey, MemoryBackend, QuotaExhaustedError
 from throttle.admission import Admission
 from throttle.errors import ErrorDetails
 from throttle.headers import LimitReading, RateLimitSnapshot
-from throttle.limits import AdmissionPolicy
+from throttle.limit_settings import AdmissionPolicy
 from throttle.reservation import Cost, Ticket
 from throttle.testing import ManualClock
 

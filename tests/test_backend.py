@@ -6,7 +6,6 @@ Time is the backend's own: each backend here keeps its buckets on a hand-driven 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import pytest
@@ -28,9 +27,12 @@ OTHER = BucketKey("key-a", "gpt-4o-mini")
 MakeBackend = Callable[[Callable[[BucketKey], Limits], ManualClock], LimitBackend]
 
 
+POLICY = AdmissionPolicy(reserve_fraction=0.0, lease_seconds=30.0)
+
+
 def memory(limits_for: Callable[[BucketKey], Limits], clock: ManualClock) -> LimitBackend:
     """The in-process backend, without a reserve so the arithmetic reads plainly."""
-    return MemoryBackend(limits_for, AdmissionPolicy(reserve_fraction=0.0), clock)
+    return MemoryBackend(limits_for, POLICY, clock)
 
 
 @pytest.fixture(params=[memory], ids=["memory"])
@@ -66,8 +68,36 @@ async def test_unknown_limits_admit_one_probe_until_an_answer(make_backend: Make
     """Before any headers a key lets one request through and waits for its answer."""
     backend = make_backend(unknown, ManualClock())
     probe = await ticket(backend, KEY, Cost(10))
-    assert await backend.try_admit(KEY, Cost(10)) == math.inf
+    assert await backend.try_admit(KEY, Cost(10)) == POLICY.lease_seconds
     assert await answered(backend, probe, tokens_left(1000, 990))
+    await ticket(backend, KEY, Cost(10))
+
+
+async def test_a_vanished_reservation_frees_its_place_when_its_lease_ends(
+    make_backend: MakeBackend,
+) -> None:
+    """A probe whose worker died never answers: the key admits again after the lease."""
+    clock = ManualClock()
+    backend = make_backend(unknown, clock)
+    await ticket(backend, KEY, Cost(10))  # its worker is SIGKILLed: no answer ever comes
+    await clock.advance(POLICY.lease_seconds - 1)
+    assert await backend.try_admit(KEY, Cost(10)) == pytest.approx(1.0)
+    await clock.advance(1)
+    await ticket(backend, KEY, Cost(10))
+
+
+async def test_a_late_release_of_an_ended_lease_changes_nothing_in_flight(
+    make_backend: MakeBackend,
+) -> None:
+    """The vanished worker's answer after all: the new probe still counts as in flight."""
+    clock = ManualClock()
+    backend = make_backend(unknown, clock)
+    lost = await ticket(backend, KEY, Cost(10))
+    await clock.advance(POLICY.lease_seconds)
+    current = await ticket(backend, KEY, Cost(10))
+    await backend.complete(KEY, lost, None, answered=False, succeeded=False)
+    assert await backend.try_admit(KEY, Cost(10)) == pytest.approx(POLICY.lease_seconds)
+    await backend.complete(KEY, current, None, answered=False, succeeded=False)
     await ticket(backend, KEY, Cost(10))
 
 

@@ -42,7 +42,7 @@ from throttle.events import (
 )
 from throttle.headers import LimitReading, RateLimitSnapshot, parse_rate_limit_headers
 from throttle.keys import BucketKey
-from throttle.limits import AdmissionPolicy, Limits
+from throttle.limit_settings import AdmissionPolicy, Limits
 from throttle.options import ThrottleOptions
 from throttle.retry import RetryPolicy
 

@@ -14,7 +14,8 @@ from typing import Protocol
 from throttle.clock import Clock, MonotonicClock
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
-from throttle.limits import AdmissionPolicy, KeyLimits, Limits
+from throttle.limit_settings import AdmissionPolicy, Limits
+from throttle.limits import KeyLimits
 from throttle.reservation import Cost, Ticket
 
 

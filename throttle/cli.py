@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from throttle.errors import ConfigurationError, ThrottleError
-from throttle.limits import Limits
+from throttle.limit_settings import Limits
 from throttle.metrics import PrometheusMetrics, serve_metrics
 from throttle.runner import JobRunner, RunOptions
 from throttle.testing import Faults, ModelLimits, SimulatedAPI, SimulatorConfig

@@ -15,69 +15,14 @@ The token scale that multiplies estimates is learned by ``calibration``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from enum import StrEnum
 
 from throttle.bucket import Bucket
 from throttle.calibration import calibrated_scale
-from throttle.errors import ConfigurationError, RequestTooLargeError
+from throttle.errors import RequestTooLargeError
 from throttle.headers import LimitReading, RateLimitSnapshot
-from throttle.reservation import Cost, Ticket
-
-DEFAULT_WINDOW_SECONDS = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Limits the user knows, used as ceilings over what the server reports.
-
-    The windows also say how to read the server's own limit headers: a bucket of ``limit``
-    per window refills at ``limit / window`` per second.
-
-    Attributes:
-        rpm: requests per requests window, or ``None`` to learn it.
-        tpm: tokens per tokens window, or ``None`` to learn it.
-        requests_window_seconds: how long the requests bucket takes to refill (60 for OpenAI's
-            per-minute limits; Groq's ``*-requests`` headers count per day: 86,400).
-        tokens_window_seconds: the same for the tokens bucket.
-    """
-
-    rpm: float | None = None
-    tpm: float | None = None
-    requests_window_seconds: float = DEFAULT_WINDOW_SECONDS
-    tokens_window_seconds: float = DEFAULT_WINDOW_SECONDS
-
-    def __post_init__(self) -> None:
-        for name in ("rpm", "tpm", "requests_window_seconds", "tokens_window_seconds"):
-            value = getattr(self, name)
-            required = name.endswith("seconds")
-            if (value is not None or required) and (not math.isfinite(value) or value <= 0):
-                raise ConfigurationError(f"Limits.{name} must be a positive number, got {value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class AdmissionPolicy:
-    """How cautiously to admit.
-
-    Attributes:
-        reserve_fraction: part of each bucket's capacity kept in hand against the noise in
-            estimates and answers still in flight (0.01 of a minute's budget is 0.6 s of
-            refill, paid once per job, not per request). Systematic estimate errors are
-            learned separately (see the module docstring).
-        probe_concurrency: requests in flight on a key before its limits are known.
-        blind_after: answers without rate-limit headers after which a key stops probing and
-            runs on the configured limits alone (an answer that succeeded counts at once).
-    """
-
-    reserve_fraction: float = 0.01
-    probe_concurrency: int = 1
-    blind_after: int = 3
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.reserve_fraction < 1:
-            raise ConfigurationError(f"reserve_fraction must be in [0, 1): {self.reserve_fraction}")
-        if self.probe_concurrency < 1 or self.blind_after < 1:
-            raise ConfigurationError("probe_concurrency and blind_after must be at least 1")
+from throttle.limit_settings import AdmissionPolicy, Limits
+from throttle.reservation import Cost, Leases, Ticket
 
 
 class Phase(StrEnum):
@@ -103,7 +48,7 @@ class KeyLimits:
         self.requests: Bucket | None = None
         self.tokens: Bucket | None = None
         self.cool_down_until = -math.inf
-        self.in_flight = 0
+        self._leases = Leases()
         self._next_seq = 0
         self._requests_ledger = 0.0
         self._tokens_ledger = 0.0
@@ -121,21 +66,27 @@ class KeyLimits:
             f"cool_down_until={self.cool_down_until:.3f})"
         )
 
+    @property
+    def in_flight(self) -> int:
+        """Attempts admitted and not handed back whose lease had not ended at the last call."""
+        return self._leases.count
+
     def try_admit(self, cost: Cost, now: float) -> Ticket | float:
         """Admit ``cost`` now, or say how long to wait.
 
         Returns:
-            A ticket (the buckets are charged), or seconds to wait before asking again;
-            ``inf`` means "until an answer arrives".
+            A ticket (the buckets are charged), or seconds to wait before asking again (an
+            answer handed back, or a lease ending, may admit sooner).
 
         Raises:
             RequestTooLargeError: the cost exceeds a known bucket's whole capacity.
         """
+        self._leases.reclaim(now)
         if now < self.cool_down_until:
             return self.cool_down_until - now
         probing = self.phase is Phase.PROBING
         if probing and self.in_flight >= self.policy.probe_concurrency:
-            return math.inf
+            return self._leases.next_end() - now  # the oldest lease's end, if no answer first
         tokens = cost.tokens * self.token_scale
         wait = max(
             self._seconds_until(self.requests, cost.requests, cost.requests, now),
@@ -149,8 +100,8 @@ class KeyLimits:
         self._requests_ledger += cost.requests
         self._tokens_ledger += tokens
         self._estimates_ledger += cost.tokens
-        self.in_flight += 1
         self._next_seq += 1
+        self._leases.grant(self._next_seq, now + self.policy.lease_seconds)
         return Ticket(
             self._next_seq,
             now,
@@ -196,9 +147,11 @@ class KeyLimits:
             succeeded: the answer was a success.
 
         Returns:
-            ``True`` when the snapshot was applied to the buckets.
+            ``True`` when the snapshot was applied to the buckets. A ticket whose lease
+            already ended changes nothing in flight (its place was reclaimed); its headers
+            are still the server's truth and are applied like any other.
         """
-        self.in_flight -= 1
+        self._leases.hand_back(ticket.seq)
         if not succeeded:
             self._uncharged_estimates += ticket.cost.tokens
         if snapshot is not None and ticket.seq > self._applied_seq:

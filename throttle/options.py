@@ -19,7 +19,7 @@ from throttle.clock import Clock, MonotonicClock
 from throttle.errors import ConfigurationError
 from throttle.estimate import DEFAULT_OUTPUT_TOKENS
 from throttle.keys import BucketKey, GroupMap
-from throttle.limits import AdmissionPolicy, Limits
+from throttle.limit_settings import AdmissionPolicy, Limits
 from throttle.retry import RetryPolicy
 
 AUTH_STYLES = ("auto", "bearer", "api-key")

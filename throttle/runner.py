@@ -29,7 +29,7 @@ from throttle.jobfile import (
     parse_line,
     read_lines,
 )
-from throttle.limits import Limits
+from throttle.limit_settings import Limits
 from throttle.online_executor import OnlineExecutor
 from throttle.progress import JobTally, Progress
 from throttle.retry import RetryPolicy

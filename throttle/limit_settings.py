@@ -1,0 +1,74 @@
+"""What a user may say about a key's limits, and how cautiously throttle admits.
+
+Both are frozen values given in :class:`throttle.ThrottleOptions` and read by the bucket
+arithmetic in ``limits``; they are validated when built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from throttle.errors import ConfigurationError
+
+DEFAULT_WINDOW_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Limits the user knows, used as ceilings over what the server reports.
+
+    The windows also say how to read the server's own limit headers: a bucket of ``limit``
+    per window refills at ``limit / window`` per second.
+
+    Attributes:
+        rpm: requests per requests window, or ``None`` to learn it.
+        tpm: tokens per tokens window, or ``None`` to learn it.
+        requests_window_seconds: how long the requests bucket takes to refill (60 for OpenAI's
+            per-minute limits; Groq's ``*-requests`` headers count per day: 86,400).
+        tokens_window_seconds: the same for the tokens bucket.
+    """
+
+    rpm: float | None = None
+    tpm: float | None = None
+    requests_window_seconds: float = DEFAULT_WINDOW_SECONDS
+    tokens_window_seconds: float = DEFAULT_WINDOW_SECONDS
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm", "requests_window_seconds", "tokens_window_seconds"):
+            value = getattr(self, name)
+            required = name.endswith("seconds")
+            if (value is not None or required) and (not math.isfinite(value) or value <= 0):
+                raise ConfigurationError(f"Limits.{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPolicy:
+    """How cautiously to admit.
+
+    Attributes:
+        reserve_fraction: part of each bucket's capacity kept in hand against the noise in
+            estimates and answers still in flight (0.01 of a minute's budget is 0.6 s of
+            refill, paid once per job, not per request). Systematic estimate errors are
+            learned separately (see the module docstring).
+        probe_concurrency: requests in flight on a key before its limits are known.
+        blind_after: answers without rate-limit headers after which a key stops probing and
+            runs on the configured limits alone (an answer that succeeded counts at once).
+        lease_seconds: how long an admitted attempt counts as in flight without being handed
+            back. Longer than any attempt (the native client's timeout is 600 s), so only a
+            worker that vanished (a crash, SIGKILL, a partition) loses its place: the key does
+            not wait for its answer forever.
+    """
+
+    reserve_fraction: float = 0.01
+    probe_concurrency: int = 1
+    blind_after: int = 3
+    lease_seconds: float = 900.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.reserve_fraction < 1:
+            raise ConfigurationError(f"reserve_fraction must be in [0, 1): {self.reserve_fraction}")
+        if self.probe_concurrency < 1 or self.blind_after < 1:
+            raise ConfigurationError("probe_concurrency and blind_after must be at least 1")
+        if not self.lease_seconds > 0:
+            raise ConfigurationError(f"lease_seconds must be positive: {self.lease_seconds}")
