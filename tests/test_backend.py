@@ -6,9 +6,10 @@ Time is the backend's own: each backend here keeps its buckets on a hand-driven 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+import redis.asyncio as aioredis
 
 from throttle import (
     AdmissionPolicy,
@@ -19,6 +20,7 @@ from throttle import (
     RequestTooLargeError,
 )
 from throttle.headers import LimitReading, RateLimitSnapshot
+from throttle.redis_backend import RedisBackend
 from throttle.reservation import Cost, Ticket
 from throttle.testing import ManualClock
 
@@ -35,11 +37,19 @@ def memory(limits_for: Callable[[BucketKey], Limits], clock: ManualClock) -> Lim
     return MemoryBackend(limits_for, POLICY, clock)
 
 
-@pytest.fixture(params=[memory], ids=["memory"])
-def make_backend(request: pytest.FixtureRequest) -> MakeBackend:
-    """Each backend in turn."""
-    maker: MakeBackend = request.param
-    return maker
+@pytest.fixture(params=["memory", "redis"])
+async def make_backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeBackend]:
+    """Each backend in turn; the Redis one on a real redis-server, emptied for the test."""
+    if request.param == "memory":
+        yield memory
+        return
+    client = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
+
+    def shared(limits_for: Callable[[BucketKey], Limits], clock: ManualClock) -> LimitBackend:
+        return RedisBackend(client, limits_for, POLICY, clock=clock)
+
+    yield shared
+    await client.aclose()
 
 
 def unknown(_key: BucketKey) -> Limits:
