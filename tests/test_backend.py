@@ -6,6 +6,7 @@ Time is the backend's own: each backend here keeps its buckets on a hand-driven 
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -46,7 +47,7 @@ async def make_backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeBack
     client = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
 
     def shared(limits_for: Callable[[BucketKey], Limits], clock: ManualClock) -> LimitBackend:
-        return RedisBackend(client, limits_for, POLICY, clock=clock)
+        return RedisBackend(client, limits_for, POLICY, clock=clock, recheck_seconds=math.inf)
 
     yield shared
     await client.aclose()

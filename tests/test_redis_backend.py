@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 
 import pytest
@@ -54,9 +55,22 @@ async def test_time_is_the_servers_for_every_worker(clients: list[aioredis.Redis
     assert isinstance(probe, Ticket)
     assert abs(probe.admitted_at - (server_seconds + micros / 1e6)) < 1.0
     await RedisBackend(clients[1], policy=POLICY).cool_down(KEY, 30.0)
-    wait = await backend.try_admit(KEY, Cost(0))
+    exact = RedisBackend(clients[2], policy=POLICY, recheck_seconds=math.inf)
+    wait = await exact.try_admit(KEY, Cost(0))
     assert isinstance(wait, float)
     assert 29.0 < wait <= 30.0
+
+
+async def test_waits_are_rechecked_so_other_workers_answers_are_seen(
+    clients: list[aioredis.Redis],
+) -> None:
+    """A worker waiting on another's probe asks again within recheck_seconds, not the lease."""
+    first, second = (RedisBackend(client, policy=POLICY) for client in clients[:2])
+    probe = await first.try_admit(KEY, Cost(0))
+    assert isinstance(probe, Ticket)
+    assert await second.try_admit(KEY, Cost(0)) == 0.25
+    await first.complete(KEY, probe, None, answered=True, succeeded=True)
+    assert isinstance(await second.try_admit(KEY, Cost(0)), Ticket)
 
 
 async def test_scripts_are_reloaded_after_the_server_forgot_them(

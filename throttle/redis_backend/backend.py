@@ -5,6 +5,11 @@ Each operation of :class:`throttle.LimitBackend` is one call of one atomic Lua s
 round trip. The script reads the server's ``TIME``: workers with skewed clocks share one
 timeline. Keys are ``PREFIX{identity/group}:state`` and ``...:leases``; the braces are a hash
 tag, so Redis Cluster keeps a key's two entries in one slot. Idle keys expire.
+
+Waiting across processes: an answer handed back in one process wakes that process's queue
+only, so a wait is never reported longer than ``recheck_seconds``: each key's pump (one per
+process, whatever the number of waiters) asks again at that pace, and sleeps exactly as long
+as the buckets need when that is shorter.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from throttle.reservation import Cost, Ticket
 SCRIPT = files("throttle.redis_backend").joinpath("limits.lua").read_text(encoding="utf-8")
 DEFAULT_PREFIX = "throttle:"
 IDLE_SECONDS = 2 * 86_400  # longer than the longest window (a day, Groq's requests)
+RECHECK_SECONDS = 0.25
 
 
 def _number(value: bytes | str | int) -> float:
@@ -45,6 +51,8 @@ class RedisBackend:
         prefix: prepended to every Redis key.
         clock: read instead of the server's ``TIME`` (tests drive a manual clock); ``None``
             for the server's clock, which every worker shares.
+        recheck_seconds: the longest wait reported, so that answers handed back in other
+            processes are seen within it.
     """
 
     def __init__(
@@ -55,12 +63,14 @@ class RedisBackend:
         *,
         prefix: str = DEFAULT_PREFIX,
         clock: Clock | None = None,
+        recheck_seconds: float = RECHECK_SECONDS,
     ) -> None:
         self._client = client
         self._limits_for = limits_for
         self._policy = policy or AdmissionPolicy()
         self._prefix = prefix
         self._clock = clock
+        self._recheck = recheck_seconds
         self._script = client.register_script(SCRIPT)
 
     def __repr__(self) -> str:
@@ -90,7 +100,7 @@ class RedisBackend:
         )
         kind = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
         if kind == "wait":
-            return _number(reply[1])
+            return min(_number(reply[1]), self._recheck)
         if kind == "too_large":
             requested, limit, window = (_number(value) for value in reply[1:4])
             raise RequestTooLargeError(
