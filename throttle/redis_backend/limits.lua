@@ -110,7 +110,8 @@ local function admit()
     end
   end
   if wait > 0 then
-    save()
+    -- Nothing stored: refilling later from the stored level gives the same level, and a
+    -- waiting key is asked again and again (one write per re-check would be pure cost).
     return {"wait", num(wait)}
   end
   if requests ~= nil then requests.level = requests.level - cost_requests end
