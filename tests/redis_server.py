@@ -44,10 +44,12 @@ class RedisServer:
 
     Args:
         directory: its working directory.
+        password: required of clients (``requirepass``), if given.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str | None = None) -> None:
         self.directory = directory
+        self.password = password
         self.port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -57,8 +59,9 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        """The ``redis://`` URL of the server."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The ``redis://`` URL of the server, with its password if it has one."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         """Start the server (on the same port after a kill) and wait until it answers.
@@ -70,6 +73,7 @@ class RedisServer:
             redis_server_binary(),
             *("--port", str(self.port), "--bind", "127.0.0.1"),
             *("--save", "", "--appendonly", "no", "--dir", str(self.directory)),
+            *(("--requirepass", self.password) if self.password else ()),
         ]
         self._process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -100,6 +104,7 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as link:
                 link.sendall(b"PING\r\n")
-                return link.recv(16).startswith(b"+PONG")
+                reply = link.recv(64)
+                return reply.startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False

@@ -6,18 +6,22 @@ Time is the backend's own: each backend here keeps its buckets on a hand-driven 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
 
+from tests.heard import Heard
 from throttle import (
     AdmissionPolicy,
     BucketKey,
+    ErrorDetails,
     LimitBackend,
     Limits,
     MemoryBackend,
+    QuotaExhaustedError,
     RequestTooLargeError,
 )
 from throttle.headers import LimitReading, RateLimitSnapshot
@@ -27,29 +31,58 @@ from throttle.testing import ManualClock
 
 KEY = BucketKey("key-a", "gpt-4o")
 OTHER = BucketKey("key-a", "gpt-4o-mini")
-MakeBackend = Callable[[Callable[[BucketKey], Limits], ManualClock], LimitBackend]
-
-
 POLICY = AdmissionPolicy(reserve_fraction=0.0, lease_seconds=30.0)
+QUOTA = ErrorDetails(429, "insufficient_quota", "insufficient_quota", "You exceeded your quota")
 
 
-def memory(limits_for: Callable[[BucketKey], Limits], clock: ManualClock) -> LimitBackend:
-    """The in-process backend, without a reserve so the arithmetic reads plainly."""
-    return MemoryBackend(limits_for, POLICY, clock)
+class MakeBackend:
+    """Builds backends of one kind; :meth:`peer` is another client of the same state.
+
+    Args:
+        client: the Redis connection, or ``None`` for the in-memory backend.
+    """
+
+    def __init__(self, client: aioredis.Redis | None) -> None:
+        self.client = client
+        self.built: list[LimitBackend] = []
+        self._made: dict[int, tuple[Callable[[BucketKey], Limits], ManualClock]] = {}
+
+    def __call__(
+        self, limits_for: Callable[[BucketKey], Limits], clock: ManualClock
+    ) -> LimitBackend:
+        """A backend without a reserve, so the arithmetic reads plainly."""
+        backend: LimitBackend
+        if self.client is None:
+            backend = MemoryBackend(limits_for, POLICY, clock)
+        else:
+            backend = RedisBackend(
+                self.client, limits_for, POLICY, clock=clock, recheck_seconds=math.inf
+            )
+        self.built.append(backend)
+        self._made[id(backend)] = (limits_for, clock)
+        return backend
+
+    def peer(self, backend: LimitBackend) -> LimitBackend:
+        """Another worker on ``backend``'s state.
+
+        The same object in memory; a second RedisBackend (its own subscription) on Redis.
+        """
+        if self.client is None:
+            return backend
+        return self(*self._made[id(backend)])
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def make_backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeBackend]:
     """Each backend in turn; the Redis one on a real redis-server, emptied for the test."""
     if request.param == "memory":
-        yield memory
+        yield MakeBackend(None)
         return
     client = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
-
-    def shared(limits_for: Callable[[BucketKey], Limits], clock: ManualClock) -> LimitBackend:
-        return RedisBackend(client, limits_for, POLICY, clock=clock, recheck_seconds=math.inf)
-
-    yield shared
+    make = MakeBackend(client)
+    yield make
+    for backend in make.built:
+        await backend.close()
     await client.aclose()
 
 
@@ -169,3 +202,87 @@ async def test_keys_are_independent(make_backend: MakeBackend) -> None:
     backend = make_backend(unknown, ManualClock())
     await backend.cool_down(KEY, 60.0)
     await ticket(backend, OTHER, Cost(10))
+
+
+async def test_a_renewed_lease_keeps_its_place_past_its_first_term(
+    make_backend: MakeBackend,
+) -> None:
+    """A long request renews its lease: it still counts in flight after the first term."""
+    clock = ManualClock()
+    backend = make_backend(unknown, clock)
+    long_request = await ticket(backend, KEY, Cost(10))
+    await clock.advance(POLICY.lease_seconds * 2 / 3)
+    await backend.renew(KEY, [long_request])
+    await clock.advance(POLICY.lease_seconds * 2 / 3)
+    assert await backend.try_admit(KEY, Cost(10)) == pytest.approx(POLICY.lease_seconds / 3)
+    await clock.advance(POLICY.lease_seconds / 3)
+    await ticket(backend, KEY, Cost(10))
+
+
+async def test_renewing_a_handed_back_lease_does_not_revive_it(make_backend: MakeBackend) -> None:
+    """A renewal racing the hand-back leaves the place free."""
+    backend = make_backend(unknown, ManualClock())
+    sent = await ticket(backend, KEY, Cost(10))
+    await backend.complete(KEY, sent, None, answered=False, succeeded=False)
+    await backend.renew(KEY, [sent])
+    await ticket(backend, KEY, Cost(10))
+
+
+async def test_many_concurrent_clients_never_admit_more_than_the_bucket(
+    make_backend: MakeBackend,
+) -> None:
+    """200 admissions raced from 4 clients into a 1,000-token bucket: exactly 100 of 10."""
+    backend = make_backend(unknown, ManualClock())
+    clients = [backend, *(make_backend.peer(backend) for _ in range(3))]
+    probe = await ticket(backend, KEY, Cost(0))
+    await answered(backend, probe, tokens_left(1000, 1000))
+    replies = await asyncio.gather(*(clients[i % 4].try_admit(KEY, Cost(10)) for i in range(200)))
+    tickets = [reply for reply in replies if isinstance(reply, Ticket)]
+    assert len(tickets) == 100
+    assert len({ticket.seq for ticket in tickets}) == 100
+
+
+async def test_a_breaker_opened_by_one_client_stops_the_other(make_backend: MakeBackend) -> None:
+    """Opened once, for every client: the other hears it and its next admission is refused."""
+    backend = make_backend(unknown, ManualClock())
+    other = make_backend.peer(backend)
+    heard = Heard()
+    other.subscribe(heard)
+    await ticket(other, KEY, Cost(10))  # the other client is at work before it opens
+    assert await backend.open_breaker(KEY.identity, QUOTA)
+    assert not await other.open_breaker(KEY.identity, QUOTA)
+    await heard.until(lambda: (KEY.identity, QUOTA) in heard.breakers)
+    with pytest.raises(QuotaExhaustedError, match="exceeded your quota") as refused:
+        await other.try_admit(OTHER, Cost(10))
+    assert refused.value.details == QUOTA
+    await ticket(other, BucketKey("key-b", "gpt-4o"), Cost(10))  # other identities go on
+
+
+async def test_a_breaker_reset_by_one_client_lets_the_other_send(
+    make_backend: MakeBackend,
+) -> None:
+    """Reset once, for every client: the other hears it and admits again."""
+    backend = make_backend(unknown, ManualClock())
+    other = make_backend.peer(backend)
+    heard = Heard()
+    other.subscribe(heard)
+    await ticket(other, KEY, Cost(10))
+    await backend.open_breaker(KEY.identity, QUOTA)
+    await backend.reset_breaker(None)
+    await heard.until(lambda: heard.breakers[-1:] == [(KEY.identity, None)])
+    await ticket(other, OTHER, Cost(10))
+
+
+async def test_a_handed_back_probe_is_heard_by_the_other_client(
+    make_backend: MakeBackend,
+) -> None:
+    """Capacity returned through one client reaches the waiters of the other."""
+    backend = make_backend(unknown, ManualClock())
+    other = make_backend.peer(backend)
+    heard = Heard()
+    other.subscribe(heard)
+    probe = await ticket(backend, KEY, Cost(10))
+    assert isinstance(await other.try_admit(KEY, Cost(10)), float)
+    await backend.complete(KEY, probe, None, answered=True, succeeded=True)
+    await heard.until(lambda: KEY in heard.capacity)
+    await ticket(other, KEY, Cost(10))

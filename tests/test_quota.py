@@ -57,7 +57,7 @@ async def test_open_breaker_refuses_new_requests_without_sending() -> None:
             await client.post("chat/completions", BODY)
         assert later.value.attempts == 0
         assert sim.stats.received == 2
-        client.reset_quota_breaker()
+        await client.reset_quota_breaker()
         with pytest.raises(QuotaExhaustedError):
             await client.post("chat/completions", BODY)
         assert sim.stats.received == 3

@@ -1,21 +1,29 @@
-"""Tests of what only a shared backend must do: atomic races, one clock, scripts reloaded."""
+"""Tests of what only a shared backend must do, beyond the contract suite (test_backend.py).
+
+Atomic races, one clock, scripts reloaded, notifications between processes, keys laid out for
+a Cluster, a breaker left by an earlier run.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from throttle import AdmissionPolicy, BucketKey
+from tests.heard import Heard
+from throttle import AdmissionPolicy, BucketKey, ErrorDetails
 from throttle.headers import LimitReading, RateLimitSnapshot
 from throttle.redis_backend import RedisBackend
 from throttle.reservation import Cost, Ticket
 
 KEY = BucketKey("key-shared", "gpt-4o")
 POLICY = AdmissionPolicy(reserve_fraction=0.0)
+QUOTA = ErrorDetails(429, "insufficient_quota", "insufficient_quota", "You exceeded your quota")
+MakeShared = Callable[..., RedisBackend]
 
 
 @pytest.fixture
@@ -27,6 +35,21 @@ async def clients(redis_url: str) -> AsyncIterator[list[aioredis.Redis]]:
         await client.aclose()
 
 
+@pytest.fixture
+async def shared(clients: list[aioredis.Redis]) -> AsyncIterator[MakeShared]:
+    """Builds a backend on connection ``i`` (one per worker); closes them all at the end."""
+    built: list[RedisBackend] = []
+
+    def make(i: int, **settings: Any) -> RedisBackend:
+        settings.setdefault("policy", POLICY)
+        built.append(RedisBackend(clients[i], **settings))
+        return built[-1]
+
+    yield make
+    for backend in built:
+        await backend.close()
+
+
 async def learned(backend: RedisBackend, tokens: float) -> None:
     """End probing with an answer saying `tokens` of a minute's `tokens` are left."""
     probe = await backend.try_admit(KEY, Cost(0))
@@ -36,10 +59,10 @@ async def learned(backend: RedisBackend, tokens: float) -> None:
 
 
 async def test_concurrent_workers_never_admit_more_than_the_bucket_holds(
-    clients: list[aioredis.Redis],
+    shared: MakeShared,
 ) -> None:
     """200 admissions raced from 4 connections into a 1,000-token bucket: exactly 100 of 10."""
-    backends = [RedisBackend(client, policy=POLICY) for client in clients]
+    backends = [shared(i) for i in range(4)]
     await learned(backends[0], 1000)
     replies = await asyncio.gather(*(backends[i % 4].try_admit(KEY, Cost(10)) for i in range(200)))
     tickets = [reply for reply in replies if isinstance(reply, Ticket)]
@@ -47,51 +70,142 @@ async def test_concurrent_workers_never_admit_more_than_the_bucket_holds(
     assert len({ticket.seq for ticket in tickets}) == 100
 
 
-async def test_time_is_the_servers_for_every_worker(clients: list[aioredis.Redis]) -> None:
+async def test_time_is_the_servers_for_every_worker(
+    shared: MakeShared, clients: list[aioredis.Redis]
+) -> None:
     """Without a clock the script reads TIME: tickets carry the server's time, waits are real."""
-    backend = RedisBackend(clients[0], policy=POLICY)
     server_seconds, micros = await clients[0].time()
-    probe = await backend.try_admit(KEY, Cost(0))
+    probe = await shared(0).try_admit(KEY, Cost(0))
     assert isinstance(probe, Ticket)
     assert abs(probe.admitted_at - (server_seconds + micros / 1e6)) < 1.0
-    await RedisBackend(clients[1], policy=POLICY).cool_down(KEY, 30.0)
-    exact = RedisBackend(clients[2], policy=POLICY, recheck_seconds=math.inf)
-    wait = await exact.try_admit(KEY, Cost(0))
+    await shared(1).cool_down(KEY, 30.0)
+    wait = await shared(2, recheck_seconds=math.inf).try_admit(KEY, Cost(0))
     assert isinstance(wait, float)
     assert 29.0 < wait <= 30.0
 
 
-async def test_waits_are_rechecked_so_other_workers_answers_are_seen(
-    clients: list[aioredis.Redis],
-) -> None:
-    """A worker waiting on another's probe asks again within recheck_seconds, not the lease."""
-    first, second = (RedisBackend(client, policy=POLICY) for client in clients[:2])
+async def test_a_wait_is_never_reported_longer_than_the_recheck(shared: MakeShared) -> None:
+    """A worker waiting on another's probe (a lease of 15 minutes) asks again within 5 s."""
+    first, second = shared(0), shared(1)
     probe = await first.try_admit(KEY, Cost(0))
     assert isinstance(probe, Ticket)
-    assert await second.try_admit(KEY, Cost(0)) == 0.25
+    assert await second.try_admit(KEY, Cost(0)) == 5.0
     await first.complete(KEY, probe, None, answered=True, succeeded=True)
     assert isinstance(await second.try_admit(KEY, Cost(0)), Ticket)
 
 
+async def test_an_answer_in_one_process_wakes_the_waiters_of_the_others(
+    shared: MakeShared,
+) -> None:
+    """The probe's answer is published once; the other process hears it, its sender does not."""
+    first, second = shared(0), shared(1)
+    heard_first, heard_second = Heard(), Heard()
+    first.subscribe(heard_first)
+    second.subscribe(heard_second)
+    probe = await first.try_admit(KEY, Cost(0))
+    assert isinstance(probe, Ticket)
+    assert isinstance(await second.try_admit(KEY, Cost(0)), float)
+    await first.complete(KEY, probe, None, answered=True, succeeded=True)
+    await heard_second.until(lambda: heard_second.capacity == [KEY])
+    assert heard_first.capacity == []
+
+
+async def test_an_answer_that_frees_nothing_is_not_published(
+    shared: MakeShared, clients: list[aioredis.Redis]
+) -> None:
+    """Without headers, once the limits are known, a hand-back changes nothing for waiters."""
+    first, second = shared(0), shared(1)
+    heard = Heard()
+    second.subscribe(heard)
+    await second.try_admit(BucketKey("key-shared", "other"), Cost(0))  # at work: listening
+    await learned(first, 1000)
+    await heard.until(lambda: heard.capacity == [KEY])  # the headers raised the level
+    sent = await first.try_admit(KEY, Cost(10))
+    assert isinstance(sent, Ticket)
+    await first.complete(KEY, sent, None, answered=True, succeeded=True)
+    await clients[0].ping()  # a round trip after the publish it would have made
+    await asyncio.sleep(0.1)
+    assert heard.capacity == [KEY]
+
+
+async def test_a_breaker_opened_by_one_process_stops_and_resets_in_the_others(
+    shared: MakeShared,
+) -> None:
+    """Opened in one, refused at the next admission and heard in another; reset reaches both."""
+    first, second = shared(0), shared(1)
+    await learned(first, 1000)
+    heard = Heard()
+    second.subscribe(heard)
+    await second.try_admit(KEY, Cost(10))
+    assert await first.open_breaker(KEY.identity, QUOTA)
+    assert not await second.open_breaker(KEY.identity, QUOTA)
+    await heard.until(lambda: heard.breakers == [(KEY.identity, QUOTA)])
+    with pytest.raises(Exception, match="exceeded your quota") as refused:
+        await second.try_admit(KEY, Cost(10))
+    assert refused.typename == "QuotaExhaustedError"
+    await first.reset_breaker(None)
+    await heard.until(lambda: heard.breakers[-1] == (KEY.identity, None))
+    assert isinstance(await second.try_admit(KEY, Cost(10)), Ticket)
+
+
+async def test_a_breaker_left_by_an_earlier_run_does_not_stop_a_new_one(
+    shared: MakeShared,
+) -> None:
+    """A process started after it opened (the re-run once billing is fixed) sends again.
+
+    It opens the breaker afresh, for every running process, if billing still fails.
+    """
+    earlier = shared(0)
+    await learned(earlier, 1000)
+    assert await earlier.open_breaker(KEY.identity, QUOTA)
+    await asyncio.sleep(0.01)
+    rerun = shared(1)
+    assert isinstance(await rerun.try_admit(KEY, Cost(10)), Ticket)
+    assert await rerun.open_breaker(KEY.identity, QUOTA)
+    with pytest.raises(Exception, match="exceeded your quota"):
+        await rerun.try_admit(KEY, Cost(10))
+
+
+async def test_leases_renewed_in_flight_outlive_their_first_term(shared: MakeShared) -> None:
+    """A renewed probe keeps its place past its first lease; an unrenewed one is reclaimed."""
+    short = AdmissionPolicy(reserve_fraction=0.0, lease_seconds=0.3)
+    first, second = shared(0, policy=short), shared(1, policy=short)
+    probe = await first.try_admit(KEY, Cost(0))
+    assert isinstance(probe, Ticket)
+    for _ in range(3):
+        await asyncio.sleep(0.15)
+        await first.renew(KEY, [probe])
+    assert isinstance(await second.try_admit(KEY, Cost(0)), float)
+    await asyncio.sleep(0.35)
+    assert isinstance(await second.try_admit(KEY, Cost(0)), Ticket)
+
+
 async def test_scripts_are_reloaded_after_the_server_forgot_them(
-    clients: list[aioredis.Redis],
+    shared: MakeShared, clients: list[aioredis.Redis]
 ) -> None:
     """SCRIPT FLUSH (a restart, a failover) costs one reload, not an error."""
-    backend = RedisBackend(clients[0], policy=POLICY)
+    backend = shared(0)
     await backend.try_admit(KEY, Cost(0))
     await clients[0].script_flush()
     await backend.cool_down(KEY, 1.0)
     assert isinstance(await backend.try_admit(KEY, Cost(0)), float)
 
 
-async def test_keys_share_a_hash_tag_and_expire_when_idle(clients: list[aioredis.Redis]) -> None:
-    """A key's state and leases live in one Cluster slot and carry an expiry."""
-    backend = RedisBackend(clients[0], policy=POLICY, prefix="job7:")
+async def test_keys_share_a_hash_tag_per_identity_and_expire_when_idle(
+    shared: MakeShared, clients: list[aioredis.Redis]
+) -> None:
+    """A key's state, its leases and its identity's breaker share a slot and an expiry."""
+    backend = shared(0, prefix="job7:")
     await backend.try_admit(KEY, Cost(0))
+    await backend.open_breaker(KEY.identity, QUOTA)
     names = sorted(
         name.decode() if isinstance(name, bytes) else name
         for name in await clients[0].keys("job7:*")
     )
-    assert names == ["job7:{key-shared/gpt-4o}:leases", "job7:{key-shared/gpt-4o}:state"]
+    assert names == [
+        "job7:{key-shared}:gpt-4o:leases",
+        "job7:{key-shared}:gpt-4o:state",
+        "job7:{key-shared}:quota",
+    ]
     ttls = [await clients[0].ttl(name) for name in names]
     assert all(ttl > 86_400 for ttl in ttls), ttls

@@ -38,14 +38,11 @@ async def test_workers_sharing_redis_stay_under_a_limit_the_server_never_tells(
     policy = AdmissionPolicy(reserve_fraction=0.0)
     try:
         async with SimulatedAPI(config) as sim:
-            workers = [
-                Throttle(
-                    sim.base_url,
-                    "sk-shared",
-                    backend=RedisBackend(connection, lambda _key: Limits(rpm=RPM), policy),
-                )
+            backends = [
+                RedisBackend(connection, lambda _key: Limits(rpm=RPM), policy)
                 for connection in connections
             ]
+            workers = [Throttle(sim.base_url, "sk-shared", backend=b) for b in backends]
             started = time.monotonic()
             try:
                 answers = await asyncio.gather(
@@ -56,8 +53,9 @@ async def test_workers_sharing_redis_stay_under_a_limit_the_server_never_tells(
                     )
                 )
             finally:
-                for worker in workers:
+                for worker, backend in zip(workers, backends, strict=True):
                     await worker.close()
+                    await backend.close()
             elapsed = time.monotonic() - started
             rate_limited = sim.stats.total_429
     finally:

@@ -7,12 +7,13 @@ header parsing, the error hierarchy, limit and policy values, and the event type
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from throttle.backend import LimitBackend, MemoryBackend
+from throttle.backend import BackendListener, LimitBackend, MemoryBackend
 from throttle.classify import Verdict, classify_response
 from throttle.client import Throttle
 from throttle.durations import parse_duration
 from throttle.errors import (
     APIStatusError,
+    BackendUnavailableError,
     ClosedError,
     ConfigurationError,
     DeadlineExceededError,
@@ -31,10 +32,12 @@ from throttle.errors import (
 from throttle.estimate import TokenEstimate, estimate_tokens
 from throttle.events import (
     AttemptFinished,
+    BackendAvailabilityChanged,
     Event,
     EventListener,
     LimitsObserved,
     QuotaBreakerOpened,
+    QuotaBreakerReset,
     RequestAdmitted,
     RequestFinished,
     RetryScheduled,
@@ -58,6 +61,9 @@ __all__ = [
     "APIStatusError",
     "AdmissionPolicy",
     "AttemptFinished",
+    "BackendAvailabilityChanged",
+    "BackendListener",
+    "BackendUnavailableError",
     "BucketKey",
     "ClosedError",
     "ConfigurationError",
@@ -73,6 +79,7 @@ __all__ = [
     "LimitsObserved",
     "MemoryBackend",
     "QuotaBreakerOpened",
+    "QuotaBreakerReset",
     "QuotaExhaustedError",
     "RateLimitError",
     "RateLimitSnapshot",

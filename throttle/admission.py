@@ -4,6 +4,10 @@ Each key has a heap of waiters and, while it is not empty, one pump task. The pu
 backend for the head waiter and sleeps exactly as long as the backend says, or until something
 changes (an answer corrected the buckets, a more urgent waiter arrived). A waiter costs one
 small object and one future.
+
+An admitted attempt is held until it is handed back; while any is held, one renewal task
+extends their leases every third of a lease, so a long request (a stream, a slow reasoning
+model) is never taken for one whose worker died.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class Admission:
         self._clock = clock
         self._slots = asyncio.Semaphore(max_in_flight)
         self._queues: dict[BucketKey, _KeyQueue] = {}
+        self._held: dict[BucketKey, dict[int, Ticket]] = {}  # by id(): seqs of two backends
+        self._renewer: asyncio.Task[None] | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -113,6 +119,11 @@ class Admission:
     ) -> bool:
         """Hand back a ticket (see :meth:`LimitBackend.complete`) and wake the key's queue."""
         self._slots.release()
+        held = self._held.get(key)
+        if held is not None:
+            held.pop(id(ticket), None)
+            if not held:
+                del self._held[key]
         try:
             return await self._backend.complete(
                 key, ticket, snapshot, answered=answered, succeeded=succeeded
@@ -124,11 +135,12 @@ class Admission:
         """Admit nothing on ``key`` for ``seconds`` from now."""
         await self._backend.cool_down(key, seconds)
 
-    def wake(self, key: BucketKey) -> None:
-        """Make ``key``'s pump look at its head waiter again."""
-        queue = self._queues.get(key)
-        if queue is not None:
-            queue.wakeup.set()
+    def wake(self, key: BucketKey | None = None) -> None:
+        """Make ``key``'s pump (every pump for ``None``) look at its head waiter again."""
+        queues = self._queues.values() if key is None else [self._queues.get(key)]
+        for queue in queues:
+            if queue is not None:
+                queue.wakeup.set()
 
     def fail_waiting(
         self, matches: Callable[[BucketKey], bool], error_for: Callable[[], ThrottleError]
@@ -154,6 +166,8 @@ class Admission:
             lambda: ClosedError("the Throttle was closed while this request waited"),
         )
         pumps = [q.pump for q in self._queues.values() if q.pump is not None]
+        if self._renewer is not None:
+            pumps.append(self._renewer)
         for pump in pumps:
             pump.cancel()
         for pump in pumps:
@@ -196,7 +210,27 @@ class Admission:
             await self.release(key, result, None, answered=False, succeeded=False)
         else:
             head.future.set_result(result)
+            self._hold(key, result)
         return 0.0
+
+    def _hold(self, key: BucketKey, ticket: Ticket) -> None:
+        """Count ``ticket`` in flight until released, renewing its lease meanwhile."""
+        self._held.setdefault(key, {})[id(ticket)] = ticket
+        if self._renewer is None and math.isfinite(self._backend.lease_seconds):
+            self._renewer = asyncio.create_task(self._renew_leases(), name="throttle-leases")
+
+    async def _renew_leases(self) -> None:
+        """Every third of a lease, extend the lease of every attempt still held."""
+        try:
+            while self._held:
+                await self._clock.sleep(self._backend.lease_seconds / 3)
+                for key, held in list(self._held.items()):
+                    try:
+                        await self._backend.renew(key, list(held.values()))
+                    except Exception:
+                        logger.exception("bucket backend failed renewing leases on %s", key)
+        finally:
+            self._renewer = None
 
 
 def _remove(heap: list[_Waiter], waiter: _Waiter) -> None:

@@ -1,17 +1,20 @@
 """Where bucket state lives: a narrow interface, and the in-process implementation.
 
 The scheduler only ever talks to a :class:`LimitBackend`. A shared backend implements the same
-three calls atomically so that several processes share one account's buckets. The backend owns
-the clock its state is kept in (this process's for the memory backend; one clock for all
-processes for a shared one), so callers pass durations, never times.
+calls atomically so that several processes share one account's buckets and quota breakers. The
+backend owns the clock its state is kept in (this process's for the memory backend; one clock
+for all processes for a shared one), so callers pass durations, never times. What other users
+of the same state did (capacity handed back, a breaker opened or reset) reaches each user
+through the :class:`BackendListener` it subscribed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from throttle.clock import Clock, MonotonicClock
+from throttle.errors import ErrorDetails, QuotaExhaustedError
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
 from throttle.limit_settings import AdmissionPolicy, Limits
@@ -19,14 +22,41 @@ from throttle.limits import KeyLimits
 from throttle.reservation import Cost, Ticket
 
 
+class BackendListener(Protocol):
+    """What a user of a backend hears about changes made through any user of its state."""
+
+    def capacity_returned(self, key: BucketKey | None) -> None:
+        """Attempts waiting on ``key`` (on every key for ``None``) may be admitted sooner."""
+        ...
+
+    def breaker_changed(self, identity: str, details: ErrorDetails | None) -> None:
+        """``identity``'s quota breaker opened (with the server's ``details``) or closed."""
+        ...
+
+    def availability_changed(self, problem: str | None) -> None:
+        """The backend's storage became unreachable (``problem`` says how) or came back.
+
+        After an outage anything may have changed: every waiting key should ask again.
+        """
+        ...
+
+
 class LimitBackend(Protocol):
     """Storage and arithmetic of the buckets of every key, on the backend's own clock."""
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long an admitted attempt counts as in flight unless renewed or handed back."""
+        ...
 
     async def try_admit(self, key: BucketKey, cost: Cost) -> Ticket | float:
         """Charge ``cost`` to ``key`` and return a ticket, or return seconds to wait.
 
         Raises:
             RequestTooLargeError: the cost exceeds the whole bucket.
+            QuotaExhaustedError: the quota breaker of ``key``'s identity is open.
+            BackendUnavailableError: the shared storage is unreachable and the backend fails
+                closed.
         """
         ...
 
@@ -44,6 +74,26 @@ class LimitBackend(Protocol):
 
     async def cool_down(self, key: BucketKey, seconds: float) -> None:
         """Admit nothing on ``key`` for ``seconds`` from now."""
+        ...
+
+    async def renew(self, key: BucketKey, tickets: Sequence[Ticket]) -> None:
+        """Extend the leases of ``tickets``, still in flight, by a whole lease from now."""
+        ...
+
+    async def open_breaker(self, identity: str, details: ErrorDetails) -> bool:
+        """Open ``identity``'s quota breaker for every user; return whether it was closed."""
+        ...
+
+    async def reset_breaker(self, identity: str | None) -> None:
+        """Close ``identity``'s quota breaker (every one for ``None``) for every user."""
+        ...
+
+    def subscribe(self, listener: BackendListener) -> Callable[[], None]:
+        """Tell ``listener`` about changes from now on; return a function that stops it."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and background tasks; the state itself stays."""
         ...
 
 
@@ -66,9 +116,16 @@ class MemoryBackend:
         self._policy = policy or AdmissionPolicy()
         self._clock = clock or MonotonicClock()
         self._keys: dict[BucketKey, KeyLimits] = {}
+        self._breakers: dict[str, ErrorDetails] = {}
+        self._listeners: list[BackendListener] = []
 
     def __repr__(self) -> str:
-        return f"MemoryBackend({self._keys!r})"
+        return f"MemoryBackend({self._keys!r}, open_breakers={sorted(self._breakers)})"
+
+    @property
+    def lease_seconds(self) -> float:
+        """See :attr:`LimitBackend.lease_seconds`."""
+        return self._policy.lease_seconds
 
     def state(self, key: BucketKey) -> KeyLimits:
         """Return the live state of ``key`` (created on first use)."""
@@ -79,6 +136,9 @@ class MemoryBackend:
 
     async def try_admit(self, key: BucketKey, cost: Cost) -> Ticket | float:
         """See :meth:`LimitBackend.try_admit`."""
+        details = self._breakers.get(key.identity)
+        if details is not None:
+            raise QuotaExhaustedError(details)
         return self.state(key).try_admit(cost, self._clock.now())
 
     async def complete(
@@ -91,10 +151,48 @@ class MemoryBackend:
         succeeded: bool,
     ) -> bool:
         """See :meth:`LimitBackend.complete`."""
-        return self.state(key).complete(
+        applied = self.state(key).complete(
             ticket, snapshot, self._clock.now(), answered=answered, succeeded=succeeded
         )
+        for listener in list(self._listeners):
+            listener.capacity_returned(key)
+        return applied
 
     async def cool_down(self, key: BucketKey, seconds: float) -> None:
         """See :meth:`LimitBackend.cool_down`."""
         self.state(key).cool_down(self._clock.now() + seconds)
+
+    async def renew(self, key: BucketKey, tickets: Sequence[Ticket]) -> None:
+        """See :meth:`LimitBackend.renew`."""
+        state, now = self.state(key), self._clock.now()
+        for ticket in tickets:
+            state.renew(ticket.seq, now)
+
+    async def open_breaker(self, identity: str, details: ErrorDetails) -> bool:
+        """See :meth:`LimitBackend.open_breaker`."""
+        if identity in self._breakers:
+            return False
+        self._breakers[identity] = details
+        for listener in list(self._listeners):
+            listener.breaker_changed(identity, details)
+        return True
+
+    async def reset_breaker(self, identity: str | None) -> None:
+        """See :meth:`LimitBackend.reset_breaker`."""
+        for name in list(self._breakers) if identity is None else [identity]:
+            if self._breakers.pop(name, None) is not None:
+                for listener in list(self._listeners):
+                    listener.breaker_changed(name, None)
+
+    def subscribe(self, listener: BackendListener) -> Callable[[], None]:
+        """See :meth:`LimitBackend.subscribe`."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    async def close(self) -> None:
+        """See :meth:`LimitBackend.close`: nothing to release in memory."""

@@ -26,6 +26,10 @@ class QuotaBreakers:
         """Return whether ``identity`` ran out of quota."""
         return identity in self._open
 
+    def open_identities(self) -> list[str]:
+        """Return the identities whose breaker is open."""
+        return sorted(self._open)
+
     def error(self, identity: str, attempts: int = 0) -> QuotaExhaustedError:
         """Return a fresh error for a request refused because the breaker is open.
 

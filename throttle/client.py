@@ -131,9 +131,12 @@ class Throttle:
         """
         return self._scheduler.quota_error(identity or self.identity)
 
-    def reset_quota_breaker(self, identity: str | None = None) -> None:
-        """Send again on ``identity`` (every one by default) once its billing is fixed."""
-        self._scheduler.reset_quota_breaker(identity)
+    async def reset_quota_breaker(self, identity: str | None = None) -> None:
+        """Send again on ``identity`` (every one by default) once its billing is fixed.
+
+        With a shared backend the reset reaches every process using it.
+        """
+        await self._scheduler.reset_quota_breaker(identity)
 
     def waiting(self) -> int:
         """Return how many requests wait for room in their buckets."""

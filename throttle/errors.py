@@ -15,6 +15,7 @@ The hierarchy::
     ├── RetryExhaustedError         retryable failures until the attempt budget ran out
     ├── DeadlineExceededError       the caller's deadline passed before an answer
     ├── ClosedError                 the Throttle was closed before the request was sent
+    ├── BackendUnavailableError     shared limit state unreachable, and the backend fails closed
     └── JobAbortedError             a job cannot go on (its key or URL was rejected)
 
 Server-originated errors carry an :class:`ErrorDetails` (status, code, type, message,
@@ -215,6 +216,14 @@ class DeadlineExceededError(ThrottleError):
 
 class ClosedError(ThrottleError):
     """The Throttle was closed: queued requests fail with this, and new ones are refused."""
+
+
+class BackendUnavailableError(ThrottleError):
+    """The shared limit state (Redis) stayed unreachable, and the backend fails closed.
+
+    The request was not sent: sending without the shared state could exceed the limits
+    every worker shares. Raised only after the backend waited for the storage to come back.
+    """
 
 
 class JobAbortedError(ThrottleError):

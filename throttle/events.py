@@ -126,6 +126,29 @@ class QuotaBreakerOpened:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class QuotaBreakerReset:
+    """A credential's quota breaker was closed (here or by another process): sending resumes.
+
+    Attributes:
+        identity: the credential identity.
+    """
+
+    identity: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackendAvailabilityChanged:
+    """The shared limit state became unreachable, or came back.
+
+    Attributes:
+        problem: what went wrong and what the backend does meanwhile (admit on local state,
+            or admit nothing); ``None`` when it came back.
+    """
+
+    problem: str | None
+
+
 Event = (
     RequestAdmitted
     | AttemptFinished
@@ -134,6 +157,8 @@ Event = (
     | RequestFinished
     | UsageReported
     | QuotaBreakerOpened
+    | QuotaBreakerReset
+    | BackendAvailabilityChanged
 )
 EventListener = Callable[[Event], None]
 

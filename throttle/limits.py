@@ -243,3 +243,12 @@ class KeyLimits:
     def cool_down(self, until: float) -> None:
         """Admit nothing on this key before ``until`` (the server asked us to wait)."""
         self.cool_down_until = max(self.cool_down_until, until)
+
+    def renew(self, seq: int, now: float) -> bool:
+        """Extend the lease of attempt ``seq``, still in flight, by a whole lease from ``now``.
+
+        Returns:
+            ``False`` when it was handed back or its lease had already ended.
+        """
+        self._leases.reclaim(now)
+        return self._leases.renew(seq, now + self.policy.lease_seconds)

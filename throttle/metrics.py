@@ -10,9 +10,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from throttle.events import (
     AttemptFinished,
+    BackendAvailabilityChanged,
     Event,
     LimitsObserved,
     QuotaBreakerOpened,
+    QuotaBreakerReset,
     RequestAdmitted,
     RequestFinished,
     UsageReported,
@@ -75,6 +77,16 @@ class PrometheusMetrics:
         self.breaker_open = Gauge(
             "throttle_quota_breaker_open", "1 while out of quota", ["identity"], registry=r
         )
+        self.backend_unavailable = Gauge(
+            "throttle_backend_unavailable",
+            "1 while the shared limit state (Redis) is unreachable",
+            registry=r,
+        )
+        self.backend_outages = Counter(
+            "throttle_backend_outages",
+            "Times the shared limit state became unreachable",
+            registry=r,
+        )
 
     def __repr__(self) -> str:
         return f"PrometheusMetrics(registry={self.registry!r})"
@@ -106,6 +118,12 @@ class PrometheusMetrics:
                     self.remaining.labels(event.key.group, resource).set(reading.remaining)
         elif isinstance(event, QuotaBreakerOpened):
             self.breaker_open.labels(event.identity).set(1)
+        elif isinstance(event, QuotaBreakerReset):
+            self.breaker_open.labels(event.identity).set(0)
+        elif isinstance(event, BackendAvailabilityChanged):
+            if event.problem is not None:
+                self.backend_outages.inc()
+            self.backend_unavailable.set(0 if event.problem is None else 1)
 
 
 def serve_metrics(metrics: PrometheusMetrics, port: int, host: str = "127.0.0.1") -> None:

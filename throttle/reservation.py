@@ -47,13 +47,14 @@ class Ticket:
 class Leases:
     """The attempts of one key in flight, each until handed back or until its lease ends.
 
-    Pure: times are the backend's clock seconds, passed in. Leases end in the order they were
-    granted (one lease length per key), so reclaiming looks only at the oldest.
+    Pure: times are the backend's clock seconds, passed in. Leases are kept in the order their
+    current end was set; a renewed lease is queued again with its new end, and its old entry
+    is skipped when reached, so reclaiming looks only at the front.
     """
 
     def __init__(self) -> None:
-        self._order: deque[tuple[int, float]] = deque()  # (seq, lease end), oldest first
-        self._live: set[int] = set()
+        self._order: deque[tuple[int, float]] = deque()  # (seq, lease end), earliest end first
+        self._live: dict[int, float] = {}  # seq -> current lease end
 
     def __repr__(self) -> str:
         return f"Leases(in_flight={len(self._live)})"
@@ -64,19 +65,34 @@ class Leases:
         return len(self._live)
 
     def grant(self, seq: int, ends: float) -> None:
-        """Count attempt ``seq`` in flight until ``ends`` at the latest."""
+        """Count attempt ``seq`` in flight until ``ends`` at the latest.
+
+        Every lease of one key has the same length, so ends arrive in order.
+        """
         self._order.append((seq, ends))
-        self._live.add(seq)
+        self._live[seq] = ends
+
+    def renew(self, seq: int, ends: float) -> bool:
+        """Extend a live lease to ``ends``; return ``False`` if it was handed back or ended."""
+        if seq not in self._live:
+            return False
+        self.grant(seq, max(ends, self._live[seq]))
+        return True
 
     def hand_back(self, seq: int) -> None:
         """Stop counting ``seq``; nothing happens if its lease already ended."""
-        self._live.discard(seq)
+        self._live.pop(seq, None)
 
     def reclaim(self, now: float) -> None:
         """Forget leases handed back or ended by ``now``: their workers will not answer."""
-        order = self._order
-        while order and (order[0][0] not in self._live or order[0][1] <= now):
-            self._live.discard(order.popleft()[0])
+        order, live = self._order, self._live
+        while order:
+            seq, ends = order[0]
+            if live.get(seq) == ends and ends > now:
+                break
+            order.popleft()
+            if live.get(seq) == ends:
+                del live[seq]
 
     def next_end(self) -> float:
         """Return when the oldest live lease ends (after :meth:`reclaim`; ``inf`` if none)."""

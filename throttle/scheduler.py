@@ -5,7 +5,9 @@ send (the request's own ``send``: the native client or an adapter) -> read the a
 (``answer``) -> settle the reservation with what the headers say (the backend; a 429 pauses
 the key, a billing error opens the ``breaker``) -> decide (``retry``) -> record (``events``).
 
-Every event is emitted from this module, so what listeners see follows this flow exactly.
+Every event is emitted from this module, so what listeners see follows this flow exactly. The
+scheduler also listens to its backend: a breaker opened or reset, or capacity handed back, by
+another process sharing the backend reaches this one's queues and breakers.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from throttle.classify import Verdict
 from throttle.clock import Clock
 from throttle.errors import (
     DeadlineExceededError,
+    ErrorDetails,
     QuotaExhaustedError,
     RateLimitError,
     ThrottleError,
@@ -30,9 +33,11 @@ from throttle.errors import (
 from throttle.estimate import TokenEstimate
 from throttle.events import (
     AttemptFinished,
+    BackendAvailabilityChanged,
     EventHub,
     LimitsObserved,
     QuotaBreakerOpened,
+    QuotaBreakerReset,
     RequestAdmitted,
     RequestFinished,
     RetryScheduled,
@@ -96,12 +101,14 @@ class Scheduler:
         events: EventHub,
         max_in_flight: int,
     ) -> None:
-        self._breakers = QuotaBreakers()
+        self._backend = backend
+        self._breakers = QuotaBreakers()  # this process's view of the backend's breakers
         self._admission = Admission(backend, clock, max_in_flight)
         self._clock = clock
         self._retry = retry
         self._events = events
         self._sequence = itertools.count()
+        self._unsubscribe = backend.subscribe(self)
 
     def __repr__(self) -> str:
         return f"Scheduler({self._admission!r}, {self._breakers!r})"
@@ -154,6 +161,8 @@ class Scheduler:
             )
         except ThrottleError as refused:  # too large, out of quota, closed: not sent this time
             refused.attempts = attempts.count
+            if isinstance(refused, QuotaExhaustedError):  # opened by another process
+                self.breaker_changed(key.identity, refused.details)
             raise
         attempts.count += 1
         attempts.sent_at = self._clock.now()
@@ -191,7 +200,8 @@ class Scheduler:
             if pause is not None:
                 await self._admission.cool_down(key, pause)
         elif isinstance(error, QuotaExhaustedError):
-            self._open_breaker(key.identity, error)
+            self.breaker_changed(key.identity, error.details)  # here at once, then everywhere
+            await self._backend.open_breaker(key.identity, error.details)
 
     def _record(
         self,
@@ -230,13 +240,28 @@ class Scheduler:
         if seconds > 0:
             await self._clock.wait(self._breakers.opened(identity), seconds)
 
-    def _open_breaker(self, identity: str, error: QuotaExhaustedError) -> None:
-        if not self._breakers.trip(identity, error.details):
+    def capacity_returned(self, key: BucketKey | None) -> None:
+        """See :meth:`throttle.backend.BackendListener.capacity_returned`."""
+        self._admission.wake(key)
+
+    def breaker_changed(self, identity: str, details: ErrorDetails | None) -> None:
+        """See :meth:`throttle.backend.BackendListener.breaker_changed`."""
+        if details is None:
+            if self._breakers.is_open(identity):
+                self._breakers.reset(identity)
+                self._events.emit(QuotaBreakerReset(identity))
             return
-        self._events.emit(QuotaBreakerOpened(identity, error.server_message))
+        if not self._breakers.trip(identity, details):
+            return
+        self._events.emit(QuotaBreakerOpened(identity, details.message))
         self._admission.fail_waiting(
             lambda key: key.identity == identity, lambda: self._breakers.error(identity)
         )
+
+    def availability_changed(self, problem: str | None) -> None:
+        """See :meth:`throttle.backend.BackendListener.availability_changed`."""
+        self._events.emit(BackendAvailabilityChanged(problem))
+        self._admission.wake()
 
     def record_usage(self, key: BucketKey, usage: object) -> None:
         """Report the ``usage`` a stream carried at its end (after its request finished)."""
@@ -248,9 +273,14 @@ class Scheduler:
         """Return the error requests on ``identity`` get while its quota breaker is open."""
         return self._breakers.error(identity) if self._breakers.is_open(identity) else None
 
-    def reset_quota_breaker(self, identity: str | None = None) -> None:
-        """Let requests flow again on ``identity`` (or every identity) after billing was fixed."""
-        self._breakers.reset(identity)
+    async def reset_quota_breaker(self, identity: str | None = None) -> None:
+        """Let requests flow again on ``identity`` (or every identity) after billing was fixed.
+
+        The reset reaches every process sharing the backend.
+        """
+        await self._backend.reset_breaker(identity)
+        for name in [identity] if identity is not None else self._breakers.open_identities():
+            self.breaker_changed(name, None)
 
     def waiting(self) -> int:
         """Return how many attempts are queued for admission."""
@@ -258,4 +288,5 @@ class Scheduler:
 
     async def close(self) -> None:
         """Stop admitting; queued attempts fail with :class:`ClosedError`."""
+        self._unsubscribe()
         await self._admission.close()

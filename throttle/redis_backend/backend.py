@@ -1,40 +1,53 @@
-"""``RedisBackend``: one account's buckets shared by every process, in Redis.
+"""``RedisBackend``: one account's buckets and quota breakers shared by every process, in Redis.
 
 Each operation of :class:`throttle.LimitBackend` is one call of one atomic Lua script
 (``limits.lua``, the arithmetic of :class:`throttle.limits.KeyLimits`), so admission costs one
 round trip. The script reads the server's ``TIME``: workers with skewed clocks share one
-timeline. Keys are ``PREFIX{identity/group}:state`` and ``...:leases``; the braces are a hash
-tag, so Redis Cluster keeps a key's two entries in one slot. Idle keys expire.
+timeline. Keys are ``PREFIX{identity}:GROUP:state`` and ``...:leases`` for a bucket key and
+``PREFIX{identity}:quota`` for the identity's breaker; the braces are a hash tag, so Redis
+Cluster keeps everything admission reads in one slot. Idle keys expire.
 
-Waiting across processes: an answer handed back in one process wakes that process's queue
-only, so a wait is never reported longer than ``recheck_seconds``: each key's pump (one per
-process, whatever the number of waiters) asks again at that pace, and sleeps exactly as long
-as the buckets need when that is shorter.
+Waiting across processes: the script publishes when capacity comes back, and each process's
+one subscription (``notifications``) wakes its waiting keys; a wait is never reported longer
+than ``recheck_seconds``, a safety net for messages lost while a subscription was down. What
+happens while Redis is unreachable is the failure policy (``outage``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
 from importlib.resources import files
-from typing import Any
+from typing import Any, Self
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from throttle.backend import BackendListener, MemoryBackend
 from throttle.clock import Clock
-from throttle.errors import RequestTooLargeError
+from throttle.errors import BackendUnavailableError, ErrorDetails
 from throttle.headers import LimitReading, RateLimitSnapshot
 from throttle.keys import BucketKey
 from throttle.limit_settings import AdmissionPolicy, Limits
+from throttle.redis_backend.connection import connect, describe
+from throttle.redis_backend.notifications import Notifications
+from throttle.redis_backend.outage import FAIL_CLOSED, Outage
+from throttle.redis_backend.replies import quota_error, text, ticket_of, too_large_error
 from throttle.reservation import Cost, Ticket
 
 SCRIPT = files("throttle.redis_backend").joinpath("limits.lua").read_text(encoding="utf-8")
 DEFAULT_PREFIX = "throttle:"
 IDLE_SECONDS = 2 * 86_400  # longer than the longest window (a day, Groq's requests)
-RECHECK_SECONDS = 0.25
+RECHECK_SECONDS = 5.0
+REDIS_FAILURES = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-def _number(value: bytes | str | int) -> float:
-    return float(value.decode() if isinstance(value, bytes) else value)
+class _UnreachableError(Exception):
+    """Redis did not answer (or is not tried again yet): apply the failure policy."""
 
 
 def _reading_args(reading: LimitReading | None) -> list[str]:
@@ -42,17 +55,19 @@ def _reading_args(reading: LimitReading | None) -> list[str]:
 
 
 class RedisBackend:
-    """Bucket state in Redis, shared by every process that uses the same URL and prefix.
+    """Bucket state in Redis, shared by every process that uses the same server and prefix.
 
     Args:
-        client: a ``redis.asyncio.Redis`` client (``redis.asyncio.Redis.from_url(url)``).
+        client: a ``redis.asyncio.Redis`` client; :meth:`from_url` makes one from a URL.
         limits_for: the configured ceilings of a key.
         policy: how cautiously to admit.
-        prefix: prepended to every Redis key.
+        prefix: prepended to every Redis key and to the notification channel.
         clock: read instead of the server's ``TIME`` (tests drive a manual clock); ``None``
             for the server's clock, which every worker shares.
-        recheck_seconds: the longest wait reported, so that answers handed back in other
-            processes are seen within it.
+        recheck_seconds: the longest wait reported (a safety net for lost notifications).
+        failure_policy: ``"fail_closed"`` or ``"fail_open"`` (see ``outage``).
+        outage_seconds: how long ``fail_closed`` holds attempts before failing them.
+        reconnect_seconds: how often an unreachable Redis is tried again.
     """
 
     def __init__(
@@ -64,58 +79,140 @@ class RedisBackend:
         prefix: str = DEFAULT_PREFIX,
         clock: Clock | None = None,
         recheck_seconds: float = RECHECK_SECONDS,
+        failure_policy: str = FAIL_CLOSED,
+        outage_seconds: float = 30.0,
+        reconnect_seconds: float = 1.0,
     ) -> None:
         self._client = client
+        self._owns_client = False
         self._limits_for = limits_for
         self._policy = policy or AdmissionPolicy()
         self._prefix = prefix
         self._clock = clock
         self._recheck = recheck_seconds
         self._script = client.register_script(SCRIPT)
+        self._process = uuid.uuid4().hex
+        self._since: float | None = None  # when this process first reached Redis
+        self.where = describe(client)
+        self._outage = Outage(failure_policy, self.where, outage_seconds, reconnect_seconds)
+        self._notifications = Notifications(
+            client, f"{prefix}notifications", self._process, reconnect_seconds
+        )
+        self._fallback = MemoryBackend(limits_for, self._policy, clock)
+        self._local: dict[int, Ticket] = {}  # admitted by the fallback, by id()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        limits_for: Callable[[BucketKey], Limits] = lambda _key: Limits(),
+        policy: AdmissionPolicy | None = None,
+        **settings: Any,
+    ) -> Self:
+        """Connect to ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``).
+
+        The backend owns the client: :meth:`close` closes it. Other arguments as for the class.
+
+        Raises:
+            ConfigurationError: the URL is not a Redis URL (named without its password).
+        """
+        backend = cls(connect(url), limits_for, policy, **settings)
+        backend._owns_client = True
+        return backend
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
 
     def __repr__(self) -> str:
-        return f"RedisBackend(prefix={self._prefix!r}, policy={self._policy!r})"
+        return (
+            f"RedisBackend({self.where}, prefix={self._prefix!r}, {self._outage!r}, "
+            f"policy={self._policy!r})"
+        )
+
+    @property
+    def lease_seconds(self) -> float:
+        """See :attr:`throttle.LimitBackend.lease_seconds`."""
+        return self._policy.lease_seconds
 
     def _keys(self, key: BucketKey) -> list[str]:
-        tag = f"{self._prefix}{{{key.identity}/{key.group}}}"
-        return [f"{tag}:state", f"{tag}:leases"]
+        tag = f"{self._prefix}{{{key.identity}}}"
+        return [f"{tag}:{key.group}:state", f"{tag}:{key.group}:leases", f"{tag}:quota"]
 
-    async def _run(self, key: BucketKey, operation: str, *args: str) -> Any:
-        now = "" if self._clock is None else repr(self._clock.now())
-        return await self._script(
-            keys=self._keys(key), args=[operation, now, str(IDLE_SECONDS), *args]
-        )
+    async def _call(self, key: BucketKey, operation: str, *args: str) -> Any:
+        """Run one operation of the script; raise ``_UnreachableError`` if Redis does not answer."""
+        if not self._outage.should_try(time.monotonic()):
+            raise _UnreachableError
+        try:
+            if self._since is None:
+                await self._start()
+            now = "" if self._clock is None else repr(self._clock.now())
+            reply = await self._script(
+                keys=self._keys(key),
+                args=[
+                    operation,
+                    now,
+                    str(IDLE_SECONDS),
+                    self._notifications.channel,
+                    key.identity,
+                    key.group,
+                    self._process,
+                    repr(self._since),
+                    *args,
+                ],
+            )
+        except REDIS_FAILURES as error:
+            problem = self._outage.failed(error, time.monotonic())
+            if problem is not None:
+                self._notifications.availability_changed(problem)
+            raise _UnreachableError from error
+        if self._outage.recovered():
+            self._notifications.availability_changed(None)
+        return reply
+
+    async def _start(self) -> None:
+        """On first contact: note when this process started, and subscribe to notifications."""
+        if self._clock is not None:
+            since = self._clock.now()
+        else:
+            seconds, micros = await self._client.time()
+            since = seconds + micros / 1e6
+        await self._notifications.start()
+        self._since = since
 
     async def try_admit(self, key: BucketKey, cost: Cost) -> Ticket | float:
         """See :meth:`throttle.LimitBackend.try_admit`."""
         policy = self._policy
-        reply = await self._run(
-            key,
-            "admit",
-            repr(cost.tokens),
-            repr(cost.requests),
-            repr(policy.reserve_fraction),
-            str(policy.probe_concurrency),
-            repr(policy.lease_seconds),
-        )
-        kind = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-        if kind == "wait":
-            return min(_number(reply[1]), self._recheck)
-        if kind == "too_large":
-            requested, limit, window = (_number(value) for value in reply[1:4])
-            raise RequestTooLargeError(
-                f"request needs {requested:g} but the whole bucket holds {limit:g} "
-                f"per {window:g}s: it can never be sent",
-                requested=requested,
-                limit=limit,
+        try:
+            reply = await self._call(
+                key,
+                "admit",
+                repr(cost.tokens),
+                repr(cost.requests),
+                repr(policy.reserve_fraction),
+                str(policy.probe_concurrency),
+                repr(policy.lease_seconds),
             )
-        seq, admitted_at, requests_ledger, tokens_ledger, estimates_ledger = (
-            _number(value) for value in reply[1:6]
-        )
-        probe = _number(reply[6]) == 1
-        return Ticket(
-            int(seq), admitted_at, cost, requests_ledger, tokens_ledger, estimates_ledger, probe
-        )
+        except _UnreachableError:
+            return await self._admit_without_redis(key, cost)
+        kind = text(reply[0])
+        if kind == "wait":
+            return min(float(text(reply[1])), self._recheck)
+        if kind == "too_large":
+            raise too_large_error(reply)
+        if kind == "quota":
+            raise quota_error(reply)
+        return ticket_of(reply, cost)
+
+    async def _admit_without_redis(self, key: BucketKey, cost: Cost) -> Ticket | float:
+        if not self._outage.fails_open:
+            return self._outage.wait_or_fail(time.monotonic())
+        result = await self._fallback.try_admit(key, cost)
+        if isinstance(result, Ticket):
+            self._local[id(result)] = result
+        return result
 
     async def complete(
         self,
@@ -126,29 +223,105 @@ class RedisBackend:
         answered: bool,
         succeeded: bool,
     ) -> bool:
-        """See :meth:`throttle.LimitBackend.complete`."""
+        """See :meth:`throttle.LimitBackend.complete`.
+
+        Never fails for want of Redis: the answer is the caller's; the reservation's lease
+        ends on its own.
+        """
+        if self._local.pop(id(ticket), None) is not None:
+            return await self._fallback.complete(
+                key, ticket, snapshot, answered=answered, succeeded=succeeded
+            )
         ceiling = self._limits_for(key)
-        applied = await self._run(
-            key,
-            "complete",
-            str(ticket.seq),
-            repr(ticket.admitted_at),
-            repr(ticket.cost.tokens),
-            repr(ticket.requests_ledger),
-            repr(ticket.tokens_ledger),
-            repr(ticket.estimates_ledger),
-            "1" if answered else "0",
-            "1" if succeeded else "0",
-            *_reading_args(snapshot.requests if snapshot else None),
-            *_reading_args(snapshot.tokens if snapshot else None),
-            "" if ceiling.rpm is None else repr(ceiling.rpm),
-            "" if ceiling.tpm is None else repr(ceiling.tpm),
-            repr(ceiling.requests_window_seconds),
-            repr(ceiling.tokens_window_seconds),
-            str(self._policy.blind_after),
-        )
+        try:
+            applied = await self._call(
+                key,
+                "complete",
+                str(ticket.seq),
+                repr(ticket.admitted_at),
+                repr(ticket.cost.tokens),
+                repr(ticket.requests_ledger),
+                repr(ticket.tokens_ledger),
+                repr(ticket.estimates_ledger),
+                "1" if answered else "0",
+                "1" if succeeded else "0",
+                *_reading_args(snapshot.requests if snapshot else None),
+                *_reading_args(snapshot.tokens if snapshot else None),
+                "" if ceiling.rpm is None else repr(ceiling.rpm),
+                "" if ceiling.tpm is None else repr(ceiling.tpm),
+                repr(ceiling.requests_window_seconds),
+                repr(ceiling.tokens_window_seconds),
+                str(self._policy.blind_after),
+            )
+        except _UnreachableError:
+            return False
         return bool(applied)
 
     async def cool_down(self, key: BucketKey, seconds: float) -> None:
         """See :meth:`throttle.LimitBackend.cool_down`."""
-        await self._run(key, "cool_down", repr(seconds))
+        try:
+            await self._call(key, "cool_down", repr(seconds))
+        except _UnreachableError:
+            await self._fallback.cool_down(key, seconds)
+
+    async def renew(self, key: BucketKey, tickets: Sequence[Ticket]) -> None:
+        """See :meth:`throttle.LimitBackend.renew`."""
+        local = [ticket for ticket in tickets if id(ticket) in self._local]
+        shared = [str(ticket.seq) for ticket in tickets if id(ticket) not in self._local]
+        if local:
+            await self._fallback.renew(key, local)
+        if shared:
+            # Without Redis the leases may end: their capacity returns, as after a crash.
+            with contextlib.suppress(_UnreachableError):
+                await self._call(key, "renew", repr(self._policy.lease_seconds), *shared)
+
+    async def open_breaker(self, identity: str, details: ErrorDetails) -> bool:
+        """See :meth:`throttle.LimitBackend.open_breaker`."""
+        try:
+            opened = await self._call(
+                BucketKey(identity, ""),
+                "open_breaker",
+                str(details.status),
+                details.code or "",
+                details.type or "",
+                details.message,
+                details.request_id or "",
+            )
+        except _UnreachableError:
+            return await self._fallback.open_breaker(identity, details)
+        return bool(opened)
+
+    async def reset_breaker(self, identity: str | None) -> None:
+        """See :meth:`throttle.LimitBackend.reset_breaker`.
+
+        Raises:
+            BackendUnavailableError: Redis did not answer; no process was told.
+        """
+        await self._fallback.reset_breaker(identity)
+        try:
+            if identity is not None:
+                names = [self._keys(BucketKey(identity, ""))[2]]
+            else:
+                pattern = f"{self._prefix}{{*}}:quota"
+                names = [name async for name in self._client.scan_iter(match=pattern)]
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    held = text(name)
+                    pipe.delete(held)
+                    who = held[len(self._prefix) + 1 : held.rindex("}")]
+                    pipe.publish(self._notifications.channel, json.dumps(["reset", who]))
+                await pipe.execute()
+        except REDIS_FAILURES as error:
+            raise BackendUnavailableError(
+                f"could not reset the quota breaker in {self.where} ({error}): try again"
+            ) from error
+
+    def subscribe(self, listener: BackendListener) -> Callable[[], None]:
+        """See :meth:`throttle.LimitBackend.subscribe`."""
+        return self._notifications.subscribe(listener)
+
+    async def close(self) -> None:
+        """Stop listening; close the client if :meth:`from_url` made it."""
+        await self._notifications.close()
+        if self._owns_client:
+            await self._client.aclose()

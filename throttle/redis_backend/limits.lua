@@ -7,13 +7,26 @@
 --
 -- KEYS[1]  hash: the key's state (phase, buckets, ledgers, token scale, cool-down)
 -- KEYS[2]  sorted set: attempts in flight, member seq, score lease end
--- ARGV[1]  operation: "admit", "complete" or "cool_down"
+-- KEYS[3]  hash: the identity's quota breaker (the server's error, opened_at), while open
+-- ARGV[1]  operation: "admit", "complete", "cool_down", "renew" or "open_breaker"
 -- ARGV[2]  now, or "" for the server's TIME
--- ARGV[3]  seconds of idleness after which both keys expire
--- ARGV[4..] the operation's own arguments, listed at each operation below.
+-- ARGV[3]  seconds of idleness after which the key's state expires
+-- ARGV[4]  the pub/sub channel where changes other processes should hear of are published
+-- ARGV[5], ARGV[6], ARGV[7]  the identity, group and calling process (for those messages)
+-- ARGV[8]  when the calling process started: a breaker opened before that was left by an
+--          earlier run; a new run tries again, and opens it again if billing still fails
+-- ARGV[9..] the operation's own arguments (arg(1) is ARGV[9]), listed at each operation below.
+--
+-- Messages (JSON arrays): ["capacity", identity, group, process] when waiters may be admitted
+-- sooner (the process that caused it has woken its own), ["quota", identity, status, code,
+-- type, message, request_id] when a breaker opens.
 
-local state_key, leases_key = KEYS[1], KEYS[2]
+local state_key, leases_key, breaker_key = KEYS[1], KEYS[2], KEYS[3]
 local operation = ARGV[1]
+local channel, identity, group, process = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local started = tonumber(ARGV[8])
+
+local function arg(i) return ARGV[8 + i] end
 
 local function now_seconds()
   if ARGV[2] ~= "" then return tonumber(ARGV[2]) end
@@ -77,14 +90,25 @@ local function save()
   end
 end
 
--- admit: ARGV[4] tokens, ARGV[5] requests, ARGV[6] reserve fraction, ARGV[7] probe
--- concurrency, ARGV[8] lease seconds.
+local breaker_fields = {"status", "code", "type", "message", "request_id"}
+
+-- admit: arg(1) tokens, arg(2) requests, arg(3) reserve fraction, arg(4) probe concurrency,
+-- arg(5) lease seconds.
 -- Returns {"ticket", seq, admitted_at, requests_ledger, tokens_ledger, estimates_ledger,
--- probe 0|1}, {"wait", seconds} or {"too_large", requested, limit, window}.
+-- probe 0|1}, {"wait", seconds}, {"too_large", requested, limit, window} or
+-- {"quota", status, code, type, message, request_id}.
 local function admit()
-  local cost_tokens, cost_requests = tonumber(ARGV[4]), tonumber(ARGV[5])
-  local reserve_fraction, probes = tonumber(ARGV[6]), tonumber(ARGV[7])
-  local lease_seconds = tonumber(ARGV[8])
+  local opened_at = redis.call("HGET", breaker_key, "opened_at")
+  if opened_at and tonumber(opened_at) >= started then
+    local reply = {"quota"}
+    for _, field in ipairs(breaker_fields) do
+      reply[#reply + 1] = redis.call("HGET", breaker_key, field) or ""
+    end
+    return reply
+  end
+  local cost_tokens, cost_requests = tonumber(arg(1)), tonumber(arg(2))
+  local reserve_fraction, probes = tonumber(arg(3)), tonumber(arg(4))
+  local lease_seconds = tonumber(arg(5))
   redis.call("ZREMRANGEBYSCORE", leases_key, "-inf", num(now))
   local cool_until = get("cool_down_until", -math.huge)
   if now < cool_until then return {"wait", num(cool_until - now)} end
@@ -158,24 +182,41 @@ local function calibrated(scale, predicted, reported, debited, estimated)
   return scale + 0.5 * (target - scale)
 end
 
-local function optional(index)
-  if ARGV[index] == "" then return nil end
-  return tonumber(ARGV[index])
+local function optional(i)
+  if arg(i) == "" then return nil end
+  return tonumber(arg(i))
 end
 
--- complete: ARGV[4] seq, ARGV[5] admitted_at, ARGV[6] cost tokens, ARGV[7] requests ledger,
--- ARGV[8] tokens ledger, ARGV[9] estimates ledger, ARGV[10] answered 0|1, ARGV[11] succeeded
--- 0|1, ARGV[12..15] requests limit, remaining, tokens limit, remaining ("" when unknown),
--- ARGV[16..19] rpm, tpm ceilings ("" for none), requests window, tokens window,
--- ARGV[20] blind_after. Returns 1 when the headers were applied, else 0.
+local function level_of(b)
+  if b == nil then return -math.huge end
+  refill(b, now)
+  return b.level
+end
+
+-- Tell the other processes when their waiters on this key may go sooner: a probe's place
+-- came free, the phase changed, or the headers raised a level.
+local function announce(freed_probe, phase_before, requests_before, tokens_before)
+  if freed_probe or phase ~= phase_before or level_of(requests) > requests_before
+      or level_of(tokens) > tokens_before then
+    redis.call("PUBLISH", channel, cjson.encode({"capacity", identity, group, process}))
+  end
+end
+
+-- complete: arg(1) seq, arg(2) admitted_at, arg(3) cost tokens, arg(4) requests ledger,
+-- arg(5) tokens ledger, arg(6) estimates ledger, arg(7) answered 0|1, arg(8) succeeded 0|1,
+-- arg(9..12) requests limit, remaining, tokens limit, remaining ("" when unknown),
+-- arg(13..16) rpm, tpm ceilings ("" for none), requests window, tokens window,
+-- arg(17) blind_after. Returns 1 when the headers were applied, else 0.
 local function complete()
-  local seq, admitted_at, cost_tokens = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-  local t_requests, t_tokens, t_estimates = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-  local answered, succeeded = ARGV[10] == "1", ARGV[11] == "1"
-  local r_limit, r_left, k_limit, k_left = optional(12), optional(13), optional(14), optional(15)
-  local rpm, tpm = optional(16), optional(17)
-  local r_window, k_window, blind_after = tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
-  redis.call("ZREM", leases_key, num(seq))
+  local seq, admitted_at, cost_tokens = tonumber(arg(1)), tonumber(arg(2)), tonumber(arg(3))
+  local t_requests, t_tokens, t_estimates = tonumber(arg(4)), tonumber(arg(5)), tonumber(arg(6))
+  local answered, succeeded = arg(7) == "1", arg(8) == "1"
+  local r_limit, r_left, k_limit, k_left = optional(9), optional(10), optional(11), optional(12)
+  local rpm, tpm = optional(13), optional(14)
+  local r_window, k_window, blind_after = tonumber(arg(15)), tonumber(arg(16)), tonumber(arg(17))
+  local phase_before = phase
+  local requests_before, tokens_before = level_of(requests), level_of(tokens)
+  local freed_probe = redis.call("ZREM", leases_key, num(seq)) == 1 and phase == "probing"
   local uncharged = get("uncharged", 0)
   if not succeeded then
     uncharged = uncharged + cost_tokens
@@ -204,6 +245,7 @@ local function complete()
     set("applied_uncharged", uncharged)
     phase = "learned"
     save()
+    announce(freed_probe, phase_before, requests_before, tokens_before)
     return 1
   end
   if not has_headers and answered and phase == "probing" then
@@ -216,17 +258,48 @@ local function complete()
     end
   end
   save()
+  announce(freed_probe, phase_before, requests_before, tokens_before)
   return 0
 end
 
--- cool_down: ARGV[4] seconds. Admit nothing on the key for that long from now.
+-- cool_down: arg(1) seconds. Admit nothing on the key for that long from now.
 local function cool_down()
-  set("cool_down_until", math.max(get("cool_down_until", -math.huge), now + tonumber(ARGV[4])))
+  set("cool_down_until", math.max(get("cool_down_until", -math.huge), now + tonumber(arg(1))))
   save()
+  return 1
+end
+
+-- renew: arg(1) lease seconds, arg(2..) seqs. Extends the leases still live; returns how many.
+local function renew()
+  redis.call("ZREMRANGEBYSCORE", leases_key, "-inf", num(now))
+  local ends, renewed = num(now + tonumber(arg(1))), 0
+  for i = 2, #ARGV - 8 do
+    renewed = renewed + redis.call("ZADD", leases_key, "XX", "CH", ends, arg(i))
+  end
+  return renewed
+end
+
+-- open_breaker: arg(1..5) status, code, type, message, request id. Returns 1 if it was closed
+-- for this run (one left by an earlier run is replaced).
+local function open_breaker()
+  local opened_at = redis.call("HGET", breaker_key, "opened_at")
+  if opened_at and tonumber(opened_at) >= started then return 0 end
+  local fields, message = {"opened_at", num(now)}, {"quota", identity}
+  for i, field in ipairs(breaker_fields) do
+    fields[#fields + 1] = field
+    fields[#fields + 1] = arg(i)
+    message[#message + 1] = arg(i)
+  end
+  redis.call("DEL", breaker_key)
+  redis.call("HSET", breaker_key, unpack(fields))
+  redis.call("EXPIRE", breaker_key, idle_seconds)
+  redis.call("PUBLISH", channel, cjson.encode(message))
   return 1
 end
 
 if operation == "admit" then return admit() end
 if operation == "complete" then return complete() end
 if operation == "cool_down" then return cool_down() end
+if operation == "renew" then return renew() end
+if operation == "open_breaker" then return open_breaker() end
 return redis.error_reply("unknown operation " .. tostring(operation))

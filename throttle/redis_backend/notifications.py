@@ -1,0 +1,135 @@
+"""What the other processes did, heard on one Redis pub/sub channel and told to listeners.
+
+The Lua script publishes when waiters may go sooner (capacity handed back, headers raised a
+level) and when a quota breaker opens; a reset is published by :class:`RedisBackend`. Each
+process keeps one subscription, whatever its number of keys and waiters, so waking a waiter
+in another process costs one message, not a poll. Pub/sub delivers at most once: after the
+subscription drops and comes back, every waiting key is told to ask again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from throttle.backend import BackendListener
+from throttle.errors import ErrorDetails
+from throttle.keys import BucketKey
+
+logger = logging.getLogger(__name__)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+class Notifications:
+    """One subscription to ``channel``, and the listeners it tells.
+
+    Args:
+        client: the Redis client (the subscription takes one connection of its own).
+        channel: the channel the script publishes on.
+        process: this process's id in ``capacity`` messages (its own are skipped).
+        reconnect_seconds: the pause between attempts to subscribe again after a drop.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, channel: str, process: str, reconnect_seconds: float
+    ) -> None:
+        self._client = client
+        self.channel = channel
+        self._process = process
+        self._reconnect = reconnect_seconds
+        self._listeners: list[BackendListener] = []
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"Notifications({self.channel!r}, listeners={len(self._listeners)})"
+
+    def subscribe(self, listener: BackendListener) -> Callable[[], None]:
+        """Tell ``listener`` what happens from now on; return a function that stops it."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    async def start(self) -> None:
+        """Subscribe (once); return when subscribed, or at once if Redis is unreachable."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._listen(), name="throttle-redis-notifications")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._reconnect):
+                    await self._subscribed.wait()
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def capacity_returned(self, key: BucketKey | None) -> None:
+        """Tell every listener that waiters on ``key`` (every key for ``None``) may go sooner."""
+        for listener in list(self._listeners):
+            listener.capacity_returned(key)
+
+    def breaker_changed(self, identity: str, details: ErrorDetails | None) -> None:
+        """Tell every listener that ``identity``'s breaker opened or closed."""
+        for listener in list(self._listeners):
+            listener.breaker_changed(identity, details)
+
+    def availability_changed(self, problem: str | None) -> None:
+        """Tell every listener that Redis became unreachable, or came back."""
+        for listener in list(self._listeners):
+            listener.availability_changed(problem)
+
+    async def _listen(self) -> None:
+        dropped = False
+        while True:
+            try:
+                async with self._client.pubsub() as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    while True:
+                        message = await pubsub.get_message(timeout=None)
+                        if message is None:
+                            continue
+                        if message["type"] == "subscribe":
+                            self._subscribed.set()
+                            if dropped:  # messages may have been lost meanwhile
+                                self.capacity_returned(None)
+                        elif message["type"] == "message":
+                            self._dispatch(message["data"])
+            except (RedisError, OSError) as error:
+                logger.debug("Redis subscription dropped (%s); subscribing again", error)
+                self._subscribed.clear()
+                dropped = True
+                await asyncio.sleep(self._reconnect)
+
+    def _dispatch(self, data: bytes | str) -> None:
+        try:
+            fields = json.loads(data)
+            kind, identity = fields[0], fields[1]
+        except (ValueError, TypeError, IndexError, KeyError):
+            logger.warning("ignoring an unreadable message on %s: %r", self.channel, data)
+            return
+        if kind == "capacity" and len(fields) == 4 and fields[3] != self._process:
+            self.capacity_returned(BucketKey(identity, fields[2]))
+        elif kind == "quota" and len(fields) == 7:
+            status, code, type_, message, request_id = fields[2:7]
+            details = ErrorDetails(
+                int(status or 429), _text(code), _text(type_), str(message), _text(request_id)
+            )
+            self.breaker_changed(identity, details)
+        elif kind == "reset":
+            self.breaker_changed(identity, None)
