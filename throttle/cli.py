@@ -86,6 +86,8 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
         args.max_attempts,
         args.max_concurrency,
         args.retry_failed,
+        args.redis or os.environ.get("THROTTLE_REDIS_URL") or None,
+        args.redis_failure_policy,
     )
 
 
@@ -175,6 +177,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-concurrency", type=int, default=256)
     run.add_argument(
         "--retry-failed", action="store_true", help="also re-run lines whose result is an error"
+    )
+    run.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="share limits with every worker on this Redis: redis://[:PASSWORD@]HOST:PORT/DB, "
+        "rediss://... for TLS (or set THROTTLE_REDIS_URL, which keeps the password out of "
+        "the process list)",
+    )
+    run.add_argument(
+        "--redis-failure-policy",
+        choices=("fail_closed", "fail_open"),
+        default="fail_closed",
+        help="while Redis is unreachable: admit nothing (fail_closed, the default; the job "
+        "stops after 30 s, resumable) or admit on local limits (fail_open)",
     )
     run.add_argument("--no-progress", action="store_true")
     run.add_argument(

@@ -71,8 +71,9 @@ class Throttle:
         self.events = EventHub()
         if on_event is not None:
             self.events.subscribe(on_event)
+        self._backend = self.options.make_backend()
         self._scheduler = Scheduler(
-            self.options.make_backend(),
+            self._backend,
             clock=self.options.clock,
             retry=self.options.retry,
             events=self.events,
@@ -104,10 +105,16 @@ class Throttle:
         await self._scheduler.close()
 
     async def close(self) -> None:
-        """Stop sending (see :meth:`stop_sending`) and close the native client's session."""
+        """Stop sending (see :meth:`stop_sending`) and release what this Throttle opened.
+
+        The native client's session, and the backend if this Throttle built it (one given in
+        ``backend`` is its owner's to close).
+        """
         await self.stop_sending()
         if self._native is not None:
             await self._native.close()
+        if self.options.backend is None:
+            await self._backend.close()
 
     def identity_for(self, credential: str | None) -> str:
         """Return whose limits a request with ``credential`` draws from.

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from throttle.client import Throttle
-from throttle.errors import APIStatusError, ClosedError, JobAbortedError, ThrottleError
+from throttle.errors import (
+    APIStatusError,
+    BackendUnavailableError,
+    ClosedError,
+    JobAbortedError,
+    ThrottleError,
+)
 from throttle.events import EventListener
 from throttle.executor import JobLine, LineResult
 
@@ -47,6 +53,11 @@ class OnlineExecutor:
             response = await self._throttle.post("", line.body)
         except ClosedError:
             return None  # stopped before it was sent: it runs on the next invocation
+        except BackendUnavailableError as error:
+            raise JobAbortedError(
+                f"{error} Run the same command again once Redis is back (nothing was lost)",
+                error,
+            ) from error
         except ThrottleError as error:
             if isinstance(error, APIStatusError) and error.status in FATAL_STATUSES:
                 raise JobAbortedError(

@@ -23,6 +23,7 @@ from throttle.limit_settings import AdmissionPolicy, Limits
 from throttle.retry import RetryPolicy
 
 AUTH_STYLES = ("auto", "bearer", "api-key")
+REDIS_FAILURE_POLICIES = ("fail_closed", "fail_open")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,12 @@ class ThrottleOptions:
         retry: how transient failures are retried.
         admission: how cautiously to admit (reserve, probing). Only for the default backend.
         backend: where bucket state lives; in this process's memory by default.
+        redis_url: share the buckets and quota breakers with every process using the same
+            Redis (``redis://``, ``rediss://`` for TLS); needs the ``redis`` extra. Never
+            shown with its password.
+        redis_failure_policy: while Redis is unreachable, ``"fail_closed"`` admits nothing
+            (attempts fail after 30 s) and ``"fail_open"`` admits on this process's own
+            buckets, with a warning.
         default_output_tokens: output tokens reserved when a body sets no ``max_*_tokens``.
         max_in_flight: requests sent and not yet answered, at most, over all keys.
         timeout: seconds one attempt of the native client may take before it counts as a
@@ -58,6 +65,8 @@ class ThrottleOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     admission: AdmissionPolicy | None = None
     backend: LimitBackend | None = None
+    redis_url: str | None = field(default=None, repr=False)
+    redis_failure_policy: str = "fail_closed"
     default_output_tokens: int = DEFAULT_OUTPUT_TOKENS
     max_in_flight: int = 256
     timeout: float = 600.0
@@ -91,6 +100,20 @@ class ThrottleOptions:
                 raise ConfigurationError(f"{name} must be a mapping, not {getattr(self, name)!r}")
         if self.identity is not None and not self.identity:
             raise ConfigurationError("identity must not be empty")
+        self._check_backend_settings()
+        object.__setattr__(self, "group_map", GroupMap(self.groups))
+
+    def _check_backend_settings(self) -> None:
+        if self.redis_failure_policy not in REDIS_FAILURE_POLICIES:
+            raise ConfigurationError(
+                "redis_failure_policy must be 'fail_closed' or 'fail_open', "
+                f"not {self.redis_failure_policy!r}"
+            )
+        if self.backend is not None and self.redis_url is not None:
+            raise ConfigurationError(
+                "backend and redis_url were both given: give the Redis URL alone (throttle "
+                "builds the backend), or build a RedisBackend and pass it as backend"
+            )
         if self.backend is not None:
             for name in ("limits", "admission"):
                 if getattr(self, name) is not None:
@@ -98,7 +121,6 @@ class ThrottleOptions:
                         f"backend and {name} were both given: the backend holds its own "
                         f"{name}; configure them on the backend instead"
                     )
-        object.__setattr__(self, "group_map", GroupMap(self.groups))
 
     def limits_for(self, key: BucketKey) -> Limits:
         """Return the configured ceilings of ``key``'s group (none known: learn them)."""
@@ -109,10 +131,29 @@ class ThrottleOptions:
         return self.limits.get(key.group, Limits())
 
     def make_backend(self) -> LimitBackend:
-        """Return the backend given, or a fresh in-memory one built from ``limits``."""
+        """Return the backend given, or a fresh one built from ``limits`` and ``admission``.
+
+        In Redis when ``redis_url`` is set (its extra is imported only then), else in memory.
+
+        Raises:
+            ConfigurationError: ``redis_url`` is not a Redis URL, or the extra is missing.
+        """
         if self.backend is not None:
             return self.backend
-        return MemoryBackend(self.limits_for, self.admission, self.clock)
+        if self.redis_url is None:
+            return MemoryBackend(self.limits_for, self.admission, self.clock)
+        try:
+            from throttle.redis_backend import RedisBackend  # noqa: PLC0415 - the extra
+        except ImportError as missing:
+            raise ConfigurationError(
+                f"redis_url needs the redis extra: pip install 'throttle[redis]' ({missing})"
+            ) from None
+        return RedisBackend.from_url(
+            self.redis_url,
+            self.limits_for,
+            self.admission,
+            failure_policy=self.redis_failure_policy,
+        )
 
 
 class ThrottleSettings(TypedDict, total=False):
@@ -128,6 +169,8 @@ class ThrottleSettings(TypedDict, total=False):
     retry: RetryPolicy
     admission: AdmissionPolicy | None
     backend: LimitBackend | None
+    redis_url: str | None
+    redis_failure_policy: str
     default_output_tokens: int
     max_in_flight: int
     timeout: float

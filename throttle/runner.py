@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +53,20 @@ class RunOptions:
         max_concurrency: requests in flight at once (the Throttle's ``max_in_flight``); the
             runner reads no further ahead, which bounds memory too.
         retry_failed: also re-run lines whose result is an error.
+        redis_url: share limits with the other workers on this Redis (never shown).
+        redis_failure_policy: ``"fail_closed"`` or ``"fail_open"`` while Redis is away.
     """
 
     input: Path
     output: Path
     url: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)
     limits: Limits | None = None
     max_attempts: int = 6
     max_concurrency: int = 256
     retry_failed: bool = False
+    redis_url: str | None = field(default=None, repr=False)
+    redis_failure_policy: str = "fail_closed"
 
 
 def online_executor(options: RunOptions) -> OnlineExecutor:
@@ -73,6 +77,8 @@ def online_executor(options: RunOptions) -> OnlineExecutor:
         limits=options.limits,
         retry=RetryPolicy(max_attempts=options.max_attempts),
         max_in_flight=options.max_concurrency,
+        redis_url=options.redis_url,
+        redis_failure_policy=options.redis_failure_policy,
     )
     return OnlineExecutor(throttle)
 

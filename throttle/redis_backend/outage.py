@@ -14,19 +14,18 @@ Pure: every method takes ``now`` (this process's monotonic seconds).
 from __future__ import annotations
 
 from throttle.errors import BackendUnavailableError, ConfigurationError
+from throttle.options import REDIS_FAILURE_POLICIES
 
-FAIL_CLOSED = "fail_closed"
-FAIL_OPEN = "fail_open"
-FAILURE_POLICIES = (FAIL_CLOSED, FAIL_OPEN)
+FAIL_CLOSED, FAIL_OPEN = REDIS_FAILURE_POLICIES
 
 
 def check_failure_policy(policy: str) -> str:
-    """Return ``policy`` if it is one of :data:`FAILURE_POLICIES`.
+    """Return ``policy`` if it is one of :data:`REDIS_FAILURE_POLICIES`.
 
     Raises:
         ConfigurationError: it is not.
     """
-    if policy not in FAILURE_POLICIES:
+    if policy not in REDIS_FAILURE_POLICIES:
         raise ConfigurationError(
             f"the Redis failure policy must be 'fail_closed' or 'fail_open', not {policy!r}"
         )
