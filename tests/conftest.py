@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.redis_server import RedisServer
+from throttle.testing.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 # tiktoken cache file name (sha1 of the download URL) -> the sha256 tiktoken expects.

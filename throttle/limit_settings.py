@@ -54,16 +54,16 @@ class AdmissionPolicy:
         probe_concurrency: requests in flight on a key before its limits are known.
         blind_after: answers without rate-limit headers after which a key stops probing and
             runs on the configured limits alone (an answer that succeeded counts at once).
-        lease_seconds: how long an admitted attempt counts as in flight without being handed
-            back. Longer than any attempt (the native client's timeout is 600 s), so only a
-            worker that vanished (a crash, SIGKILL, a partition) loses its place: the key does
-            not wait for its answer forever.
+        lease_seconds: how long an admitted attempt counts as in flight unless handed back
+            or renewed. Attempts still running are renewed every third of a lease, so only a
+            worker that vanished (a crash, SIGKILL, a partition) loses its place, and the key
+            waits at most this long for an answer that will never come.
     """
 
     reserve_fraction: float = 0.01
     probe_concurrency: int = 1
     blind_after: int = 3
-    lease_seconds: float = 900.0
+    lease_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.reserve_fraction < 1:

@@ -1,4 +1,7 @@
-"""Testing tools for throttle's users: a simulated OpenAI API and a hand-driven clock."""
+"""Testing tools for throttle's users: a simulated OpenAI API and a hand-driven clock.
+
+``throttle.testing.redis_server`` starts a real redis-server on a loopback port.
+"""
 
 from throttle.testing.manual_clock import ManualClock
 from throttle.testing.sim_config import Faults, LimitChange, ModelLimits, SimulatorConfig

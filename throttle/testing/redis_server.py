@@ -75,7 +75,7 @@ class RedisServer:
             *("--save", "", "--appendonly", "no", "--dir", str(self.directory)),
             *(("--requirepass", self.password) if self.password else ()),
         ]
-        self._process = subprocess.Popen(
+        self._process = subprocess.Popen(  # noqa: S603 - our own argv: the server binary
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + STARTUP_SECONDS
