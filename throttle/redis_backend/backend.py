@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ from throttle.redis_backend.outage import FAIL_CLOSED, Outage
 from throttle.redis_backend.replies import quota_error, text, ticket_of, too_large_error
 from throttle.reservation import Cost, Ticket
 
+logger = logging.getLogger(__name__)
 SCRIPT = files("throttle.redis_backend").joinpath("limits.lua").read_text(encoding="utf-8")
 DEFAULT_PREFIX = "throttle:"
 IDLE_SECONDS = 2 * 86_400  # longer than the longest window (a day, Groq's requests)
@@ -166,9 +168,11 @@ class RedisBackend:
         except REDIS_FAILURES as error:
             problem = self._outage.failed(error, time.monotonic())
             if problem is not None:
+                logger.warning("%s", problem)
                 self._notifications.availability_changed(problem)
             raise _UnreachableError from error
         if self._outage.recovered():
+            logger.warning("%s is reachable again: limits are shared again", self.where)
             self._notifications.availability_changed(None)
         return reply
 
