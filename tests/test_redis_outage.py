@@ -31,7 +31,7 @@ from throttle import (
 from throttle.metrics import PrometheusMetrics
 from throttle.online_executor import OnlineExecutor
 from throttle.redis_backend import RedisBackend
-from throttle.runner import EXIT_OK, JobRunner, RunOptions
+from throttle.runner import EXIT_OK, EXIT_USAGE, JobRunner, RunOptions
 from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
 from throttle.testing.redis_server import RedisServer
 
@@ -203,7 +203,7 @@ async def test_a_job_stopped_by_a_redis_outage_resumes_without_losing_a_line(
         async with shared_backend(own_redis) as backend:
             executor = OnlineExecutor(Throttle(options.url, "sk-job", backend=backend))
             second_status = await JobRunner(options, executor=executor, show_progress=False).run()
-    assert first_status != EXIT_OK
+    assert first_status == EXIT_USAGE
     assert second_status == EXIT_OK
     indexes = sorted(json.loads(line)["index"] for line in options.output.read_text().splitlines())
     assert indexes == list(range(60))

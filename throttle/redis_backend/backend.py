@@ -31,13 +31,19 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from throttle.backend import BackendListener, MemoryBackend
 from throttle.clock import Clock
 from throttle.errors import BackendUnavailableError, ErrorDetails
-from throttle.headers import LimitReading, RateLimitSnapshot
+from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
 from throttle.limit_settings import AdmissionPolicy, Limits
 from throttle.redis_backend.connection import connect, describe
 from throttle.redis_backend.notifications import Notifications
 from throttle.redis_backend.outage import FAIL_CLOSED, Outage
-from throttle.redis_backend.replies import quota_error, text, ticket_of, too_large_error
+from throttle.redis_backend.script_io import (
+    complete_args,
+    quota_error,
+    text,
+    ticket_of,
+    too_large_error,
+)
 from throttle.reservation import Cost, Ticket
 
 logger = logging.getLogger(__name__)
@@ -50,10 +56,6 @@ REDIS_FAILURES = (RedisConnectionError, RedisTimeoutError, OSError)
 
 class _UnreachableError(Exception):
     """Redis did not answer (or is not tried again yet): apply the failure policy."""
-
-
-def _reading_args(reading: LimitReading | None) -> list[str]:
-    return ["", ""] if reading is None else [repr(reading.limit), repr(reading.remaining)]
 
 
 class RedisBackend:
@@ -236,27 +238,16 @@ class RedisBackend:
             return await self._fallback.complete(
                 key, ticket, snapshot, answered=answered, succeeded=succeeded
             )
-        ceiling = self._limits_for(key)
+        arguments = complete_args(
+            ticket,
+            snapshot,
+            self._limits_for(key),
+            self._policy.blind_after,
+            answered=answered,
+            succeeded=succeeded,
+        )
         try:
-            applied = await self._call(
-                key,
-                "complete",
-                str(ticket.seq),
-                repr(ticket.admitted_at),
-                repr(ticket.cost.tokens),
-                repr(ticket.requests_ledger),
-                repr(ticket.tokens_ledger),
-                repr(ticket.estimates_ledger),
-                "1" if answered else "0",
-                "1" if succeeded else "0",
-                *_reading_args(snapshot.requests if snapshot else None),
-                *_reading_args(snapshot.tokens if snapshot else None),
-                "" if ceiling.rpm is None else repr(ceiling.rpm),
-                "" if ceiling.tpm is None else repr(ceiling.tpm),
-                repr(ceiling.requests_window_seconds),
-                repr(ceiling.tokens_window_seconds),
-                str(self._policy.blind_after),
-            )
+            applied = await self._call(key, "complete", *arguments)
         except _UnreachableError:
             return False
         return bool(applied)

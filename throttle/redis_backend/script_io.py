@@ -1,4 +1,4 @@
-"""Reading the script's replies: numbers travel as strings ("%.17g"), kinds as bulk strings."""
+"""What travels to and from ``limits.lua``: numbers as strings (``repr`` in, "%.17g" out)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from throttle.errors import ErrorDetails, QuotaExhaustedError, RequestTooLargeError
+from throttle.headers import LimitReading, RateLimitSnapshot
+from throttle.limit_settings import Limits
 from throttle.reservation import Cost, Ticket
 
 
@@ -48,3 +50,36 @@ def quota_error(reply: Sequence[Any]) -> QuotaExhaustedError:
         int(status or 429), code or None, type_ or None, message, request_id or None
     )
     return QuotaExhaustedError(details)
+
+
+def _reading_args(reading: LimitReading | None) -> list[str]:
+    return ["", ""] if reading is None else [repr(reading.limit), repr(reading.remaining)]
+
+
+def complete_args(
+    ticket: Ticket,
+    snapshot: RateLimitSnapshot | None,
+    ceiling: Limits,
+    blind_after: int,
+    *,
+    answered: bool,
+    succeeded: bool,
+) -> list[str]:
+    """The arguments of the ``complete`` operation, in the order ``limits.lua`` reads them."""
+    return [
+        str(ticket.seq),
+        repr(ticket.admitted_at),
+        repr(ticket.cost.tokens),
+        repr(ticket.requests_ledger),
+        repr(ticket.tokens_ledger),
+        repr(ticket.estimates_ledger),
+        "1" if answered else "0",
+        "1" if succeeded else "0",
+        *_reading_args(snapshot.requests if snapshot else None),
+        *_reading_args(snapshot.tokens if snapshot else None),
+        "" if ceiling.rpm is None else repr(ceiling.rpm),
+        "" if ceiling.tpm is None else repr(ceiling.tpm),
+        repr(ceiling.requests_window_seconds),
+        repr(ceiling.tokens_window_seconds),
+        str(blind_after),
+    ]
