@@ -145,3 +145,35 @@ async def test_fail_waiting_fails_every_queued_attempt_of_matching_keys() -> Non
         with pytest.raises(QuotaExhaustedError, match="no money"):
             await task
     assert admission.waiting() == 0
+
+
+async def test_an_attempt_held_longer_than_its_lease_keeps_its_place_by_renewing() -> None:
+    """A probe still running after 2.5 leases still holds the key: it is renewed, not lost."""
+    clock = ManualClock()
+    backend = MemoryBackend(policy=AdmissionPolicy(lease_seconds=30.0), clock=clock)
+    admission = Admission(backend, clock, 10)
+    long_probe = await admission.admit(KEY, Cost(0), 0, 0)
+    second = asyncio.create_task(admission.admit(KEY, Cost(0), 0, 1))
+    for _ in range(75):
+        await clock.advance(1)
+    assert not second.done()
+    await admission.release(KEY, long_probe, None, answered=True, succeeded=True)
+    await clock.advance(0)
+    assert isinstance(await second, Ticket)
+    await admission.close()
+
+
+async def test_an_attempt_never_handed_back_frees_its_place_after_one_lease() -> None:
+    """Without renewal (its worker vanished), the probe's place returns after the lease."""
+    clock = ManualClock()
+    backend = MemoryBackend(policy=AdmissionPolicy(lease_seconds=30.0), clock=clock)
+    vanished = Admission(backend, clock, 10)
+    await vanished.admit(KEY, Cost(0), 0, 0)
+    await vanished.close()  # its renewals stop, as a crashed worker's would
+    survivor = Admission(backend, clock, 10)
+    waiting = asyncio.create_task(survivor.admit(KEY, Cost(0), 0, 1))
+    await clock.advance(29)
+    assert not waiting.done()
+    await clock.advance(1)
+    assert isinstance(await waiting, Ticket)
+    await survivor.close()
