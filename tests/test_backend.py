@@ -204,6 +204,15 @@ async def test_keys_are_independent(make_backend: MakeBackend) -> None:
     await ticket(backend, OTHER, Cost(10))
 
 
+def listening_pair(make_backend: MakeBackend) -> tuple[LimitBackend, LimitBackend, Heard]:
+    """A backend, a second client of its state, and what the second one hears."""
+    backend = make_backend(unknown, ManualClock())
+    other = make_backend.peer(backend)
+    heard = Heard()
+    other.subscribe(heard)
+    return backend, other, heard
+
+
 async def test_a_renewed_lease_keeps_its_place_past_its_first_term(
     make_backend: MakeBackend,
 ) -> None:
@@ -244,10 +253,7 @@ async def test_many_concurrent_clients_never_admit_more_than_the_bucket(
 
 async def test_a_breaker_opened_by_one_client_stops_the_other(make_backend: MakeBackend) -> None:
     """Opened once, for every client: the other hears it and its next admission is refused."""
-    backend = make_backend(unknown, ManualClock())
-    other = make_backend.peer(backend)
-    heard = Heard()
-    other.subscribe(heard)
+    backend, other, heard = listening_pair(make_backend)
     await ticket(other, KEY, Cost(10))  # the other client is at work before it opens
     assert await backend.open_breaker(KEY.identity, QUOTA)
     assert not await other.open_breaker(KEY.identity, QUOTA)
@@ -262,10 +268,7 @@ async def test_a_breaker_reset_by_one_client_lets_the_other_send(
     make_backend: MakeBackend,
 ) -> None:
     """Reset once, for every client: the other hears it and admits again."""
-    backend = make_backend(unknown, ManualClock())
-    other = make_backend.peer(backend)
-    heard = Heard()
-    other.subscribe(heard)
+    backend, other, heard = listening_pair(make_backend)
     await ticket(other, KEY, Cost(10))
     await backend.open_breaker(KEY.identity, QUOTA)
     await backend.reset_breaker(None)
@@ -277,10 +280,7 @@ async def test_a_handed_back_probe_is_heard_by_the_other_client(
     make_backend: MakeBackend,
 ) -> None:
     """Capacity returned through one client reaches the waiters of the other."""
-    backend = make_backend(unknown, ManualClock())
-    other = make_backend.peer(backend)
-    heard = Heard()
-    other.subscribe(heard)
+    backend, other, heard = listening_pair(make_backend)
     probe = await ticket(backend, KEY, Cost(10))
     assert isinstance(await other.try_admit(KEY, Cost(10)), float)
     await backend.complete(KEY, probe, None, answered=True, succeeded=True)

@@ -30,16 +30,21 @@ def body(i: int) -> dict[str, object]:
     }
 
 
-async def test_workers_sharing_redis_stay_under_a_limit_the_server_never_tells(
-    redis_url: str,
-) -> None:
-    """Two workers given the true RPM, no headers from the server: together they keep to it."""
-    config = SimulatorConfig(
+def without_headers() -> SimulatorConfig:
+    """RPM shared by every worker, an empty bucket, and no rate-limit headers to learn from."""
+    return SimulatorConfig(
         default_limits=ModelLimits(rpm=RPM, tpm=10_000_000),
         start_level=0.0,
         latency=0.01,
         rate_limit_headers=False,
     )
+
+
+async def test_workers_sharing_redis_stay_under_a_limit_the_server_never_tells(
+    redis_url: str,
+) -> None:
+    """Two workers given the true RPM, no headers from the server: together they keep to it."""
+    config = without_headers()
     connections = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
     policy = AdmissionPolicy(reserve_fraction=0.0)
     try:
@@ -121,12 +126,7 @@ async def test_throttle_run_workers_share_limits_through_redis(
     redis_url: str, tmp_path: Path
 ) -> None:
     """Two `throttle run --redis` processes, no headers, true RPM: every line once, no 429."""
-    config = SimulatorConfig(
-        default_limits=ModelLimits(rpm=RPM, tpm=10_000_000),
-        start_level=0.0,
-        latency=0.01,
-        rate_limit_headers=False,
-    )
+    config = without_headers()
     inputs = [tmp_path / f"part{n}.jsonl" for n in range(2)]
     for n, path in enumerate(inputs):
         path.write_text("".join(json.dumps(body(n * 100 + i)) + "\n" for i in range(20)))

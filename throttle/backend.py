@@ -41,6 +41,41 @@ class BackendListener(Protocol):
         ...
 
 
+class Listeners:
+    """The listeners subscribed to one backend: itself a listener that tells each of them."""
+
+    def __init__(self) -> None:
+        self._listeners: list[BackendListener] = []
+
+    def __repr__(self) -> str:
+        return f"Listeners({len(self._listeners)})"
+
+    def subscribe(self, listener: BackendListener) -> Callable[[], None]:
+        """Tell ``listener`` from now on; return a function that stops it."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def capacity_returned(self, key: BucketKey | None) -> None:
+        """Tell each listener."""
+        for listener in list(self._listeners):
+            listener.capacity_returned(key)
+
+    def breaker_changed(self, identity: str, details: ErrorDetails | None) -> None:
+        """Tell each listener."""
+        for listener in list(self._listeners):
+            listener.breaker_changed(identity, details)
+
+    def availability_changed(self, problem: str | None) -> None:
+        """Tell each listener."""
+        for listener in list(self._listeners):
+            listener.availability_changed(problem)
+
+
 class LimitBackend(Protocol):
     """Storage and arithmetic of the buckets of every key, on the backend's own clock."""
 
@@ -117,7 +152,7 @@ class MemoryBackend:
         self._clock = clock or MonotonicClock()
         self._keys: dict[BucketKey, KeyLimits] = {}
         self._breakers: dict[str, ErrorDetails] = {}
-        self._listeners: list[BackendListener] = []
+        self._listeners = Listeners()
 
     def __repr__(self) -> str:
         return f"MemoryBackend({self._keys!r}, open_breakers={sorted(self._breakers)})"
@@ -154,8 +189,7 @@ class MemoryBackend:
         applied = self.state(key).complete(
             ticket, snapshot, self._clock.now(), answered=answered, succeeded=succeeded
         )
-        for listener in list(self._listeners):
-            listener.capacity_returned(key)
+        self._listeners.capacity_returned(key)
         return applied
 
     async def cool_down(self, key: BucketKey, seconds: float) -> None:
@@ -173,26 +207,18 @@ class MemoryBackend:
         if identity in self._breakers:
             return False
         self._breakers[identity] = details
-        for listener in list(self._listeners):
-            listener.breaker_changed(identity, details)
+        self._listeners.breaker_changed(identity, details)
         return True
 
     async def reset_breaker(self, identity: str | None) -> None:
         """See :meth:`LimitBackend.reset_breaker`."""
         for name in list(self._breakers) if identity is None else [identity]:
             if self._breakers.pop(name, None) is not None:
-                for listener in list(self._listeners):
-                    listener.breaker_changed(name, None)
+                self._listeners.breaker_changed(name, None)
 
     def subscribe(self, listener: BackendListener) -> Callable[[], None]:
         """See :meth:`LimitBackend.subscribe`."""
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.subscribe(listener)
 
     async def close(self) -> None:
         """See :meth:`LimitBackend.close`: nothing to release in memory."""

@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from throttle.backend import BackendListener, MemoryBackend
+from throttle.backend import BackendListener, Listeners, MemoryBackend
 from throttle.clock import Clock
 from throttle.errors import BackendUnavailableError, ErrorDetails
 from throttle.headers import RateLimitSnapshot
@@ -99,8 +99,9 @@ class RedisBackend:
         self._since: float | None = None  # when this process first reached Redis
         self.where = describe(client)
         self._outage = Outage(failure_policy, self.where, outage_seconds, reconnect_seconds)
+        self._listeners = Listeners()
         self._notifications = Notifications(
-            client, f"{prefix}notifications", self._process, reconnect_seconds
+            client, f"{prefix}notifications", self._process, reconnect_seconds, self._listeners
         )
         self._fallback = MemoryBackend(limits_for, self._policy, clock)
         self._local: dict[int, Ticket] = {}  # admitted by the fallback, by id()
@@ -171,11 +172,11 @@ class RedisBackend:
             problem = self._outage.failed(error, time.monotonic())
             if problem is not None:
                 logger.warning("%s", problem)
-                self._notifications.availability_changed(problem)
+                self._listeners.availability_changed(problem)
             raise _UnreachableError from error
         if self._outage.recovered():
             logger.warning("%s is reachable again: limits are shared again", self.where)
-            self._notifications.availability_changed(None)
+            self._listeners.availability_changed(None)
         return reply
 
     async def _start(self) -> None:
@@ -313,7 +314,7 @@ class RedisBackend:
 
     def subscribe(self, listener: BackendListener) -> Callable[[], None]:
         """See :meth:`throttle.LimitBackend.subscribe`."""
-        return self._notifications.subscribe(listener)
+        return self._listeners.subscribe(listener)
 
     async def close(self) -> None:
         """Stop listening; close the client if :meth:`from_url` made it."""

@@ -13,12 +13,11 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from throttle.backend import BackendListener
+from throttle.backend import Listeners
 from throttle.errors import ErrorDetails
 from throttle.keys import BucketKey
 
@@ -37,31 +36,27 @@ class Notifications:
         channel: the channel the script publishes on.
         process: this process's id in ``capacity`` messages (its own are skipped).
         reconnect_seconds: the pause between attempts to subscribe again after a drop.
+        listeners: who to tell.
     """
 
     def __init__(
-        self, client: aioredis.Redis, channel: str, process: str, reconnect_seconds: float
+        self,
+        client: aioredis.Redis,
+        channel: str,
+        process: str,
+        reconnect_seconds: float,
+        listeners: Listeners,
     ) -> None:
         self._client = client
         self.channel = channel
         self._process = process
         self._reconnect = reconnect_seconds
-        self._listeners: list[BackendListener] = []
+        self._listeners = listeners
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
     def __repr__(self) -> str:
-        return f"Notifications({self.channel!r}, listeners={len(self._listeners)})"
-
-    def subscribe(self, listener: BackendListener) -> Callable[[], None]:
-        """Tell ``listener`` what happens from now on; return a function that stops it."""
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return f"Notifications({self.channel!r}, {self._listeners!r})"
 
     async def start(self) -> None:
         """Subscribe (once); return when subscribed, or at once if Redis is unreachable."""
@@ -79,21 +74,6 @@ class Notifications:
                 await self._task
             self._task = None
 
-    def capacity_returned(self, key: BucketKey | None) -> None:
-        """Tell every listener that waiters on ``key`` (every key for ``None``) may go sooner."""
-        for listener in list(self._listeners):
-            listener.capacity_returned(key)
-
-    def breaker_changed(self, identity: str, details: ErrorDetails | None) -> None:
-        """Tell every listener that ``identity``'s breaker opened or closed."""
-        for listener in list(self._listeners):
-            listener.breaker_changed(identity, details)
-
-    def availability_changed(self, problem: str | None) -> None:
-        """Tell every listener that Redis became unreachable, or came back."""
-        for listener in list(self._listeners):
-            listener.availability_changed(problem)
-
     async def _listen(self) -> None:
         dropped = False
         while True:
@@ -107,7 +87,7 @@ class Notifications:
                         if message["type"] == "subscribe":
                             self._subscribed.set()
                             if dropped:  # messages may have been lost meanwhile
-                                self.capacity_returned(None)
+                                self._listeners.capacity_returned(None)
                         elif message["type"] == "message":
                             self._dispatch(message["data"])
             except (RedisError, OSError) as error:
@@ -124,12 +104,12 @@ class Notifications:
             logger.warning("ignoring an unreadable message on %s: %r", self.channel, data)
             return
         if kind == "capacity" and len(fields) == 4 and fields[3] != self._process:
-            self.capacity_returned(BucketKey(identity, fields[2]))
+            self._listeners.capacity_returned(BucketKey(identity, fields[2]))
         elif kind == "quota" and len(fields) == 7:
             status, code, type_, message, request_id = fields[2:7]
             details = ErrorDetails(
                 int(status or 429), _text(code), _text(type_), str(message), _text(request_id)
             )
-            self.breaker_changed(identity, details)
+            self._listeners.breaker_changed(identity, details)
         elif kind == "reset":
-            self.breaker_changed(identity, None)
+            self._listeners.breaker_changed(identity, None)
