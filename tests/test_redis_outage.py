@@ -220,9 +220,9 @@ async def test_a_redis_url_with_a_password_works_and_never_shows(own_redis: Redi
     assert PASSWORD not in shown
     assert "redis" in shown.lower()
     with pytest.raises(ConfigurationError) as bad:
-        ThrottleOptions(redis_url=f"redis://:{PASSWORD}@127.0.0.1:notaport").make_backend()
+        Throttle(redis_url=f"redis://:{PASSWORD}@127.0.0.1:notaport")
     with pytest.raises(ConfigurationError) as wrong_scheme:
-        ThrottleOptions(redis_url=f"http://:{PASSWORD}@127.0.0.1:6379").make_backend()
+        Throttle(redis_url=f"http://:{PASSWORD}@127.0.0.1:6379")
     for error in (bad.value, wrong_scheme.value):
         assert PASSWORD not in str(error)
         assert "***" in str(error)

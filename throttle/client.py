@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 from throttle.answer import Answer, answer_of_call, answer_of_error
+from throttle.backend import LimitBackend
 from throttle.errors import (
     ConfigurationError,
     InvalidRequestError,
@@ -71,7 +72,7 @@ class Throttle:
         self.events = EventHub()
         if on_event is not None:
             self.events.subscribe(on_event)
-        self._backend = self.options.make_backend()
+        self._backend = _backend_for(self.options)
         self._scheduler = Scheduler(
             self._backend,
             clock=self.options.clock,
@@ -268,6 +269,30 @@ class Throttle:
 
             self._native = NativeClient(self.options, self.base_url, self._api_key)
         return self._native
+
+
+def _backend_for(options: ThrottleOptions) -> LimitBackend:
+    """The backend ``options`` describe: the one given, in Redis, or in memory.
+
+    The Redis extra is loaded only for ``redis_url``.
+
+    Raises:
+        ConfigurationError: ``redis_url`` is not a Redis URL, or the extra is missing.
+    """
+    if options.redis_url is None:
+        return options.make_backend()
+    try:
+        from throttle.redis_backend import RedisBackend  # noqa: PLC0415 - the extra, on demand
+    except ImportError as missing:
+        raise ConfigurationError(
+            f"redis_url needs the redis extra: pip install 'throttle[redis]' ({missing})"
+        ) from None
+    return RedisBackend.from_url(
+        options.redis_url,
+        options.limits_for,
+        options.admission,
+        failure_policy=options.redis_failure_policy,
+    )
 
 
 def _model_of(body: object) -> str | None:

@@ -14,6 +14,10 @@ from throttle.errors import ConfigurationError
 DEFAULT_WINDOW_SECONDS = 60.0
 
 
+REDIS_FAILURE_POLICIES = ("fail_closed", "fail_open")
+"""What a worker may do while the shared state (Redis) is unreachable."""
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Limits the user knows, used as ceilings over what the server reports.

@@ -19,11 +19,10 @@ from throttle.clock import Clock, MonotonicClock
 from throttle.errors import ConfigurationError
 from throttle.estimate import DEFAULT_OUTPUT_TOKENS
 from throttle.keys import BucketKey, GroupMap
-from throttle.limit_settings import AdmissionPolicy, Limits
+from throttle.limit_settings import REDIS_FAILURE_POLICIES, AdmissionPolicy, Limits
 from throttle.retry import RetryPolicy
 
 AUTH_STYLES = ("auto", "bearer", "api-key")
-REDIS_FAILURE_POLICIES = ("fail_closed", "fail_open")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,29 +130,14 @@ class ThrottleOptions:
         return self.limits.get(key.group, Limits())
 
     def make_backend(self) -> LimitBackend:
-        """Return the backend given, or a fresh one built from ``limits`` and ``admission``.
+        """Return the backend given, or a fresh in-memory one built from ``limits``.
 
-        In Redis when ``redis_url`` is set (its extra is imported only then), else in memory.
-
-        Raises:
-            ConfigurationError: ``redis_url`` is not a Redis URL, or the extra is missing.
+        :class:`throttle.Throttle` builds the Redis backend itself when ``redis_url`` is set
+        (the core never imports a backend).
         """
         if self.backend is not None:
             return self.backend
-        if self.redis_url is None:
-            return MemoryBackend(self.limits_for, self.admission, self.clock)
-        try:
-            from throttle.redis_backend import RedisBackend  # noqa: PLC0415 - the extra
-        except ImportError as missing:
-            raise ConfigurationError(
-                f"redis_url needs the redis extra: pip install 'throttle[redis]' ({missing})"
-            ) from None
-        return RedisBackend.from_url(
-            self.redis_url,
-            self.limits_for,
-            self.admission,
-            failure_policy=self.redis_failure_policy,
-        )
+        return MemoryBackend(self.limits_for, self.admission, self.clock)
 
 
 class ThrottleSettings(TypedDict, total=False):

@@ -14,7 +14,7 @@ Pure: every method takes ``now`` (this process's monotonic seconds).
 from __future__ import annotations
 
 from throttle.errors import BackendUnavailableError, ConfigurationError
-from throttle.options import REDIS_FAILURE_POLICIES
+from throttle.limit_settings import REDIS_FAILURE_POLICIES
 
 FAIL_CLOSED, FAIL_OPEN = REDIS_FAILURE_POLICIES
 
