@@ -286,3 +286,35 @@ async def test_a_handed_back_probe_is_heard_by_the_other_client(
     await backend.complete(KEY, probe, None, answered=True, succeeded=True)
     await heard.until(lambda: KEY in heard.capacity)
     await ticket(other, KEY, Cost(10))
+
+
+async def test_token_429s_without_headers_raise_the_token_scale_once_per_scale(
+    make_backend: MakeBackend,
+) -> None:
+    """The server refuses for tokens, no headers to correct: estimates grow 3% per new scale."""
+    clock = ManualClock()
+    backend = make_backend(lambda _key: Limits(tpm=600), clock)  # 10 tokens a second
+    probe = await ticket(backend, KEY, Cost(0))
+    await answered(backend, probe, None)  # no headers: paced by the configured TPM
+    await clock.advance(10)
+    refused = await ticket(backend, KEY, Cost(100))
+    await backend.tokens_exceeded(KEY, refused)
+    await backend.tokens_exceeded(KEY, refused)  # the same refusal again: nothing new
+    assert await backend.try_admit(KEY, Cost(100)) == pytest.approx(10.3)
+    await clock.advance(10.3)
+    again = await ticket(backend, KEY, Cost(100))
+    await backend.tokens_exceeded(KEY, again)
+    assert await backend.try_admit(KEY, Cost(100)) == pytest.approx(100 * 1.03**2 / 10)
+
+
+async def test_token_429s_change_nothing_once_headers_teach_the_limits(
+    make_backend: MakeBackend,
+) -> None:
+    """With headers the level and the scale come from them, not from refusals."""
+    clock = ManualClock()
+    backend = make_backend(unknown, clock)
+    probe = await ticket(backend, KEY, Cost(0))
+    await answered(backend, probe, tokens_left(600, 100))
+    refused = await ticket(backend, KEY, Cost(100))
+    await backend.tokens_exceeded(KEY, refused)
+    assert await backend.try_admit(KEY, Cost(100)) == pytest.approx(10.0)

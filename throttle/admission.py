@@ -92,7 +92,8 @@ class Admission:
             queue = self._queues[key] = _KeyQueue()
         waiter = _Waiter(priority, seq, cost, asyncio.get_running_loop().create_future())
         heapq.heappush(queue.heap, waiter)
-        queue.wakeup.set()
+        if queue.heap[0] is waiter:  # more urgent than the head: the pump asks for it now
+            queue.wakeup.set()
         if queue.pump is None:
             queue.pump = asyncio.create_task(self._pump(key, queue), name=f"throttle-pump-{key}")
         try:
@@ -134,6 +135,10 @@ class Admission:
     async def cool_down(self, key: BucketKey, seconds: float) -> None:
         """Admit nothing on ``key`` for ``seconds`` from now."""
         await self._backend.cool_down(key, seconds)
+
+    async def tokens_exceeded(self, key: BucketKey, ticket: Ticket) -> None:
+        """The server refused ``ticket``'s attempt for tokens (see the backend)."""
+        await self._backend.tokens_exceeded(key, ticket)
 
     def wake(self, key: BucketKey | None = None) -> None:
         """Make ``key``'s pump (every pump for ``None``) look at its head waiter again."""

@@ -111,6 +111,10 @@ class LimitBackend(Protocol):
         """Admit nothing on ``key`` for ``seconds`` from now."""
         ...
 
+    async def tokens_exceeded(self, key: BucketKey, ticket: Ticket) -> None:
+        """The server refused ``ticket``'s attempt for tokens (see ``KeyLimits``)."""
+        ...
+
     async def renew(self, key: BucketKey, tickets: Sequence[Ticket]) -> None:
         """Extend the leases of ``tickets``, still in flight, by a whole lease from now."""
         ...
@@ -195,6 +199,10 @@ class MemoryBackend:
     async def cool_down(self, key: BucketKey, seconds: float) -> None:
         """See :meth:`LimitBackend.cool_down`."""
         self.state(key).cool_down(self._clock.now() + seconds)
+
+    async def tokens_exceeded(self, key: BucketKey, ticket: Ticket) -> None:
+        """See :meth:`LimitBackend.tokens_exceeded`."""
+        self.state(key).tokens_exceeded(ticket)
 
     async def renew(self, key: BucketKey, tickets: Sequence[Ticket]) -> None:
         """See :meth:`LimitBackend.renew`."""

@@ -46,3 +46,16 @@ def calibrated_scale(
     charged = debited + (level - reported_level)
     target = min(MAX_TOKEN_SCALE, max(1.0, charged / estimated))
     return scale + CALIBRATION_RATE * (target - scale)
+
+
+TOKEN_429_STEP = 1.03
+
+
+def raised_for_token_429(scale: float) -> float:
+    """Return the token scale after the server refused an attempt for tokens.
+
+    Without rate-limit headers nothing shows what the server charges, except its refusals:
+    a ``tokens`` 429 on limits that are known means the estimates run short of its count,
+    so each such refusal (of an attempt admitted at the current scale) raises the scale 3%.
+    """
+    return min(MAX_TOKEN_SCALE, scale * TOKEN_429_STEP)

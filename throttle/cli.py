@@ -19,19 +19,7 @@ from throttle.limit_settings import Limits
 from throttle.metrics import PrometheusMetrics, serve_metrics
 from throttle.runner import JobRunner, RunOptions
 from throttle.testing import Faults, ModelLimits, SimulatedAPI, SimulatorConfig
-
-
-def _demo_body(index: int) -> dict[str, object]:
-    topic = ("invoices", "support tickets", "product reviews", "meeting notes")[index % 4]
-    return {
-        "model": "gpt-4o-mini",
-        "messages": [
-            {"role": "system", "content": "Classify the text into one category. Be brief."},
-            {"role": "user", "content": f"Item {index} from the {topic} backlog: " + "lorem " * 40},
-        ],
-        "max_tokens": 200 + (index * 37) % 300,
-        "metadata": {"item": index, "topic": topic},
-    }
+from throttle.testing.demo_requests import demo_request
 
 
 async def _demo(requests: int, tpm: int, rpm: int, latency: float) -> int:
@@ -41,7 +29,7 @@ async def _demo(requests: int, tpm: int, rpm: int, latency: float) -> int:
     with tempfile.TemporaryDirectory(prefix="throttle-demo-") as folder:
         requests_file = Path(folder) / "requests.jsonl"
         with requests_file.open("w") as handle:
-            handle.writelines(json.dumps(_demo_body(i)) + "\n" for i in range(requests))
+            handle.writelines(json.dumps(demo_request(i)) + "\n" for i in range(requests))
         async with SimulatedAPI(config) as sim:
             print(
                 f"Simulated API on {sim.base_url}: RPM {rpm:,}, TPM {tpm:,}, bucket drained by "

@@ -18,7 +18,7 @@ import math
 from enum import StrEnum
 
 from throttle.bucket import Bucket
-from throttle.calibration import calibrated_scale
+from throttle.calibration import calibrated_scale, raised_for_token_429
 from throttle.errors import RequestTooLargeError
 from throttle.headers import LimitReading, RateLimitSnapshot
 from throttle.limit_settings import AdmissionPolicy, Limits
@@ -57,6 +57,7 @@ class KeyLimits:
         self._uncharged_estimates = 0.0  # admitted, but failed: the server charged nothing
         self._applied = (0.0, 0.0, 0.0)  # tokens, estimates and uncharged ledgers at correction
         self._answers_without_headers = 0
+        self._raised_after_seq = -1  # the last attempt admitted before the scale was raised
         self.token_scale = 1.0
 
     def __repr__(self) -> str:
@@ -252,3 +253,13 @@ class KeyLimits:
         """
         self._leases.reclaim(now)
         return self._leases.renew(seq, now + self.policy.lease_seconds)
+
+    def tokens_exceeded(self, ticket: Ticket) -> None:
+        """The server refused ``ticket``'s attempt for tokens: estimates may run short.
+
+        Only without headers (they correct the level and the scale themselves), and once per
+        scale: refusals of attempts admitted before the last raise say nothing new.
+        """
+        if self.phase is Phase.BLIND and ticket.seq > self._raised_after_seq:
+            self.token_scale = raised_for_token_429(self.token_scale)
+            self._raised_after_seq = self._next_seq

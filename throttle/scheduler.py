@@ -190,6 +190,8 @@ class Scheduler:
         error = outcome if answer is None else answer.error
         snapshot = answer.snapshot if answer is not None else None
         answered = answer is not None
+        if isinstance(error, RateLimitError) and error.limit_type == "tokens":
+            await self._admission.tokens_exceeded(key, ticket)  # before the ticket is gone
         applied = await self._admission.release(
             key, ticket, snapshot, answered=answered, succeeded=answered and error is None
         )

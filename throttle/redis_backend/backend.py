@@ -260,6 +260,14 @@ class RedisBackend:
         except _UnreachableError:
             await self._fallback.cool_down(key, seconds)
 
+    async def tokens_exceeded(self, key: BucketKey, ticket: Ticket) -> None:
+        """See :meth:`throttle.LimitBackend.tokens_exceeded`."""
+        if self._local.get(id(ticket)) is ticket:
+            await self._fallback.tokens_exceeded(key, ticket)
+            return
+        with contextlib.suppress(_UnreachableError):
+            await self._call(key, "tokens_exceeded", str(ticket.seq))
+
     async def renew(self, key: BucketKey, tickets: Sequence[Ticket]) -> None:
         """See :meth:`throttle.LimitBackend.renew`."""
         local = [ticket for ticket in tickets if id(ticket) in self._local]

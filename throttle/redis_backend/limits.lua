@@ -8,7 +8,8 @@
 -- KEYS[1]  hash: the key's state (phase, buckets, ledgers, token scale, cool-down)
 -- KEYS[2]  sorted set: attempts in flight, member seq, score lease end
 -- KEYS[3]  hash: the identity's quota breaker (the server's error, opened_at), while open
--- ARGV[1]  operation: "admit", "complete", "cool_down", "renew" or "open_breaker"
+-- ARGV[1]  operation: "admit", "complete", "cool_down", "tokens_exceeded", "renew" or
+--          "open_breaker"
 -- ARGV[2]  now, or "" for the server's TIME
 -- ARGV[3]  seconds of idleness after which the key's state expires
 -- ARGV[4]  the pub/sub channel where changes other processes should hear of are published
@@ -269,6 +270,16 @@ local function cool_down()
   return 1
 end
 
+-- tokens_exceeded: arg(1) seq of the refused attempt (throttle/limits.py, tokens_exceeded).
+local function tokens_exceeded()
+  if phase == "blind" and tonumber(arg(1)) > get("raised_after_seq", -1) then
+    set("token_scale", math.min(4.0, get("token_scale", 1) * 1.03))
+    set("raised_after_seq", get("next_seq", 0))
+    save()
+  end
+  return 1
+end
+
 -- renew: arg(1) lease seconds, arg(2..) seqs. Extends the leases still live; returns how many.
 local function renew()
   redis.call("ZREMRANGEBYSCORE", leases_key, "-inf", num(now))
@@ -301,5 +312,6 @@ if operation == "admit" then return admit() end
 if operation == "complete" then return complete() end
 if operation == "cool_down" then return cool_down() end
 if operation == "renew" then return renew() end
+if operation == "tokens_exceeded" then return tokens_exceeded() end
 if operation == "open_breaker" then return open_breaker() end
 return redis.error_reply("unknown operation " .. tostring(operation))
