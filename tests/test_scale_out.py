@@ -137,15 +137,14 @@ async def test_throttle_run_workers_share_limits_through_redis(
             for path in inputs
         ]
         codes = [await asyncio.to_thread(worker.wait, 60) for worker in workers]
-        for worker in workers:
-            worker.communicate()
-    assert codes == [0, 0]
+        said = [worker.communicate()[1] for worker in workers]
+    assert codes == [0, 0], said
     for path in inputs:
         indexes = [
             json.loads(line)["index"] for line in path.with_suffix(".out").read_text().splitlines()
         ]
         assert sorted(indexes) == list(range(20))
-    assert sim.stats.total_429 <= 1
+    assert sim.stats.total_429 <= 1, (sim.stats.as_dict(), said)
 
 
 def test_throttle_run_names_a_bad_redis_url_without_its_password(tmp_path: Path) -> None:
