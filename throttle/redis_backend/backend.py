@@ -3,9 +3,8 @@
 Each operation of :class:`throttle.LimitBackend` is one call of one atomic Lua script
 (``limits.lua``, the arithmetic of :class:`throttle.limits.KeyLimits`), so admission costs one
 round trip. The script reads the server's ``TIME``: workers with skewed clocks share one
-timeline. Keys are ``PREFIX{identity}:GROUP:state`` and ``...:leases`` for a bucket key and
-``PREFIX{identity}:quota`` for the identity's breaker; the braces are a hash tag, so Redis
-Cluster keeps everything admission reads in one slot. Idle keys expire.
+timeline. Keys (``key_names``) are hash-tagged per identity for Redis Cluster; idle keys
+expire.
 
 Waiting across processes: the script publishes when capacity comes back, and each process's
 one subscription (``notifications``) wakes its waiting keys; a wait is never reported longer
@@ -16,7 +15,6 @@ happens while Redis is unreachable is the failure policy (``outage``).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -28,21 +26,21 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from throttle.backend import BackendListener, Listeners, MemoryBackend
+from throttle.backend import BackendListener, Listeners
 from throttle.clock import Clock
 from throttle.errors import BackendUnavailableError, ErrorDetails
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
 from throttle.limit_settings import AdmissionPolicy, Limits
 from throttle.redis_backend.connection import connect, describe
+from throttle.redis_backend.key_names import key_names, reset_breakers
 from throttle.redis_backend.notifications import Notifications
-from throttle.redis_backend.outage import FAIL_CLOSED, Outage
+from throttle.redis_backend.outage import FAIL_CLOSED, LocalFallback, Outage
 from throttle.redis_backend.script_io import (
+    admission_of,
+    admit_args,
+    breaker_args,
     complete_args,
-    quota_error,
-    text,
-    ticket_of,
-    too_large_error,
 )
 from throttle.reservation import Cost, Ticket
 
@@ -103,8 +101,7 @@ class RedisBackend:
         self._notifications = Notifications(
             client, f"{prefix}notifications", self._process, reconnect_seconds, self._listeners
         )
-        self._fallback = MemoryBackend(limits_for, self._policy, clock)
-        self._local: dict[int, Ticket] = {}  # admitted by the fallback, by id()
+        self._fallback = LocalFallback(limits_for, self._policy, clock)
 
     @classmethod
     def from_url(
@@ -142,10 +139,6 @@ class RedisBackend:
         """See :attr:`throttle.LimitBackend.lease_seconds`."""
         return self._policy.lease_seconds
 
-    def _keys(self, key: BucketKey) -> list[str]:
-        tag = f"{self._prefix}{{{key.identity}}}"
-        return [f"{tag}:{key.group}:state", f"{tag}:{key.group}:leases", f"{tag}:quota"]
-
     async def _call(self, key: BucketKey, operation: str, *args: str) -> Any:
         """Run one operation of the script; raise ``_UnreachableError`` if Redis does not answer."""
         if not self._outage.should_try(time.monotonic()):
@@ -155,7 +148,7 @@ class RedisBackend:
                 await self._start()
             now = "" if self._clock is None else repr(self._clock.now())
             reply = await self._script(
-                keys=self._keys(key),
+                keys=key_names(self._prefix, key),
                 args=[
                     operation,
                     now,
@@ -191,35 +184,16 @@ class RedisBackend:
 
     async def try_admit(self, key: BucketKey, cost: Cost) -> Ticket | float:
         """See :meth:`throttle.LimitBackend.try_admit`."""
-        policy = self._policy
         try:
-            reply = await self._call(
-                key,
-                "admit",
-                repr(cost.tokens),
-                repr(cost.requests),
-                repr(policy.reserve_fraction),
-                str(policy.probe_concurrency),
-                repr(policy.lease_seconds),
-            )
+            reply = await self._call(key, "admit", *admit_args(cost, self._policy))
         except _UnreachableError:
             return await self._admit_without_redis(key, cost)
-        kind = text(reply[0])
-        if kind == "wait":
-            return min(float(text(reply[1])), self._recheck)
-        if kind == "too_large":
-            raise too_large_error(reply)
-        if kind == "quota":
-            raise quota_error(reply)
-        return ticket_of(reply, cost)
+        return admission_of(reply, cost, self._recheck)
 
     async def _admit_without_redis(self, key: BucketKey, cost: Cost) -> Ticket | float:
         if not self._outage.fails_open:
             return self._outage.wait_or_fail(time.monotonic())
-        result = await self._fallback.try_admit(key, cost)
-        if isinstance(result, Ticket):
-            self._local[id(result)] = result
-        return result
+        return await self._fallback.try_admit(key, cost)
 
     async def complete(
         self,
@@ -235,7 +209,7 @@ class RedisBackend:
         Never fails for want of Redis: the answer is the caller's; the reservation's lease
         ends on its own.
         """
-        if self._local.pop(id(ticket), None) is not None:
+        if self._fallback.issued(ticket):
             return await self._fallback.complete(
                 key, ticket, snapshot, answered=answered, succeeded=succeeded
             )
@@ -262,7 +236,7 @@ class RedisBackend:
 
     async def tokens_exceeded(self, key: BucketKey, ticket: Ticket) -> None:
         """See :meth:`throttle.LimitBackend.tokens_exceeded`."""
-        if self._local.get(id(ticket)) is ticket:
+        if self._fallback.issued(ticket):
             await self._fallback.tokens_exceeded(key, ticket)
             return
         with contextlib.suppress(_UnreachableError):
@@ -270,8 +244,8 @@ class RedisBackend:
 
     async def renew(self, key: BucketKey, tickets: Sequence[Ticket]) -> None:
         """See :meth:`throttle.LimitBackend.renew`."""
-        local = [ticket for ticket in tickets if id(ticket) in self._local]
-        shared = [str(ticket.seq) for ticket in tickets if id(ticket) not in self._local]
+        local = [ticket for ticket in tickets if self._fallback.issued(ticket)]
+        shared = [str(ticket.seq) for ticket in tickets if not self._fallback.issued(ticket)]
         if local:
             await self._fallback.renew(key, local)
         if shared:
@@ -283,13 +257,7 @@ class RedisBackend:
         """See :meth:`throttle.LimitBackend.open_breaker`."""
         try:
             opened = await self._call(
-                BucketKey(identity, ""),
-                "open_breaker",
-                str(details.status),
-                details.code or "",
-                details.type or "",
-                details.message,
-                details.request_id or "",
+                BucketKey(identity, ""), "open_breaker", *breaker_args(details)
             )
         except _UnreachableError:
             return await self._fallback.open_breaker(identity, details)
@@ -303,18 +271,7 @@ class RedisBackend:
         """
         await self._fallback.reset_breaker(identity)
         try:
-            if identity is not None:
-                names = [self._keys(BucketKey(identity, ""))[2]]
-            else:
-                pattern = f"{self._prefix}{{*}}:quota"
-                names = [name async for name in self._client.scan_iter(match=pattern)]
-            async with self._client.pipeline(transaction=False) as pipe:
-                for name in names:
-                    held = text(name)
-                    pipe.delete(held)
-                    who = held[len(self._prefix) + 1 : held.rindex("}")]
-                    pipe.publish(self._notifications.channel, json.dumps(["reset", who]))
-                await pipe.execute()
+            await reset_breakers(self._client, self._prefix, self._notifications.channel, identity)
         except REDIS_FAILURES as error:
             raise BackendUnavailableError(
                 f"could not reset the quota breaker in {self.where} ({error}): try again"

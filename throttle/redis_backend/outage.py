@@ -13,8 +13,14 @@ Pure: every method takes ``now`` (this process's monotonic seconds).
 
 from __future__ import annotations
 
+from typing import Any
+
+from throttle.backend import MemoryBackend
 from throttle.errors import BackendUnavailableError, ConfigurationError
+from throttle.headers import RateLimitSnapshot
+from throttle.keys import BucketKey
 from throttle.limit_settings import REDIS_FAILURE_POLICIES
+from throttle.reservation import Cost, Ticket
 
 FAIL_CLOSED, FAIL_OPEN = REDIS_FAILURE_POLICIES
 
@@ -108,3 +114,38 @@ class Outage:
                 "choose fail_open to admit on local limits while Redis is away)"
             )
         return max(self._next_try - now, 0.0)
+
+
+class LocalFallback(MemoryBackend):
+    """This process's own buckets, admitting under ``fail_open`` while Redis is away.
+
+    It knows the tickets it issued, so that each goes back to the buckets that charged it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._issued: dict[int, Ticket] = {}
+
+    def issued(self, ticket: Ticket) -> bool:
+        """Return whether this fallback admitted ``ticket`` (and has not had it back)."""
+        return self._issued.get(id(ticket)) is ticket
+
+    async def try_admit(self, key: BucketKey, cost: Cost) -> Ticket | float:
+        """See :meth:`throttle.LimitBackend.try_admit`."""
+        result = await super().try_admit(key, cost)
+        if isinstance(result, Ticket):
+            self._issued[id(result)] = result
+        return result
+
+    async def complete(
+        self,
+        key: BucketKey,
+        ticket: Ticket,
+        snapshot: RateLimitSnapshot | None,
+        *,
+        answered: bool,
+        succeeded: bool,
+    ) -> bool:
+        """See :meth:`throttle.LimitBackend.complete`."""
+        self._issued.pop(id(ticket), None)
+        return await super().complete(key, ticket, snapshot, answered=answered, succeeded=succeeded)

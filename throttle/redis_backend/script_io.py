@@ -7,7 +7,7 @@ from typing import Any
 
 from throttle.errors import ErrorDetails, QuotaExhaustedError, RequestTooLargeError
 from throttle.headers import LimitReading, RateLimitSnapshot
-from throttle.limit_settings import Limits
+from throttle.limit_settings import AdmissionPolicy, Limits
 from throttle.reservation import Cost, Ticket
 
 
@@ -82,4 +82,43 @@ def complete_args(
         repr(ceiling.requests_window_seconds),
         repr(ceiling.tokens_window_seconds),
         str(blind_after),
+    ]
+
+
+def admit_args(cost: Cost, policy: AdmissionPolicy) -> list[str]:
+    """The arguments of the ``admit`` operation."""
+    return [
+        repr(cost.tokens),
+        repr(cost.requests),
+        repr(policy.reserve_fraction),
+        str(policy.probe_concurrency),
+        repr(policy.lease_seconds),
+    ]
+
+
+def admission_of(reply: Sequence[Any], cost: Cost, longest_wait: float) -> Ticket | float:
+    """Read an ``admit`` reply: the ticket, or seconds to wait (at most ``longest_wait``).
+
+    Raises:
+        RequestTooLargeError: the reply says the cost exceeds the whole bucket.
+        QuotaExhaustedError: the reply says the identity's breaker is open.
+    """
+    kind = text(reply[0])
+    if kind == "wait":
+        return min(number(reply[1]), longest_wait)
+    if kind == "too_large":
+        raise too_large_error(reply)
+    if kind == "quota":
+        raise quota_error(reply)
+    return ticket_of(reply, cost)
+
+
+def breaker_args(details: ErrorDetails) -> list[str]:
+    """The arguments of the ``open_breaker`` operation: what the server said."""
+    return [
+        str(details.status),
+        details.code or "",
+        details.type or "",
+        details.message,
+        details.request_id or "",
     ]
