@@ -18,14 +18,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from throttle.backend import Listeners
-from throttle.errors import ErrorDetails
 from throttle.keys import BucketKey
+from throttle.redis_backend.script_io import details_of
 
 logger = logging.getLogger(__name__)
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 class Notifications:
@@ -106,10 +102,6 @@ class Notifications:
         if kind == "capacity" and len(fields) == 4 and fields[3] != self._process:
             self._listeners.capacity_returned(BucketKey(identity, fields[2]))
         elif kind == "quota" and len(fields) == 7:
-            status, code, type_, message, request_id = fields[2:7]
-            details = ErrorDetails(
-                int(status or 429), _text(code), _text(type_), str(message), _text(request_id)
-            )
-            self._listeners.breaker_changed(identity, details)
+            self._listeners.breaker_changed(identity, details_of(fields[2:7]))
         elif kind == "reset":
             self._listeners.breaker_changed(identity, None)

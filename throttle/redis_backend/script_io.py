@@ -43,13 +43,17 @@ def too_large_error(reply: Sequence[Any]) -> RequestTooLargeError:
     )
 
 
-def quota_error(reply: Sequence[Any]) -> QuotaExhaustedError:
-    """The error of a ``{"quota", status, code, type, message, request_id}`` reply."""
-    status, code, type_, message, request_id = (text(field) for field in reply[1:6])
-    details = ErrorDetails(
+def details_of(fields: Sequence[Any]) -> ErrorDetails:
+    """Read the server's error back from ``breaker_args`` order (a reply, or a message)."""
+    status, code, type_, message, request_id = (text(field) for field in fields)
+    return ErrorDetails(
         int(status or 429), code or None, type_ or None, message, request_id or None
     )
-    return QuotaExhaustedError(details)
+
+
+def quota_error(reply: Sequence[Any]) -> QuotaExhaustedError:
+    """The error of a ``{"quota", status, code, type, message, request_id}`` reply."""
+    return QuotaExhaustedError(details_of(reply[1:6]))
 
 
 def _reading_args(reading: LimitReading | None) -> list[str]:
