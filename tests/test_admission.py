@@ -1,6 +1,7 @@
 """Tests for the admission queue, on a hand-driven clock (no real sleeping)."""
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -9,7 +10,7 @@ from throttle.admission import Admission
 from throttle.errors import ErrorDetails
 from throttle.headers import LimitReading, RateLimitSnapshot
 from throttle.limit_settings import AdmissionPolicy
-from throttle.reservation import Cost, Ticket
+from throttle.reservation import Admissions, Cost, Ticket
 from throttle.testing import ManualClock
 
 KEY = BucketKey("key-test", "gpt-4o")
@@ -22,10 +23,10 @@ class CountingBackend(MemoryBackend):
         super().__init__(policy=AdmissionPolicy(reserve_fraction=0.0), clock=clock)
         self.asked = 0
 
-    async def try_admit(self, key: BucketKey, cost: Cost) -> Ticket | float:
+    async def try_admit(self, key: BucketKey, costs: Sequence[Cost]) -> Admissions:
         """Count, then delegate."""
         self.asked += 1
-        return await super().try_admit(key, cost)
+        return await super().try_admit(key, costs)
 
 
 async def learned_admission(
@@ -73,6 +74,37 @@ async def test_smaller_priority_goes_first() -> None:
     admission, _, clock = await learned_admission(rpm=60)
     order = await admit_in_order(admission, clock, [(1, 0), (1, 1), (0, 2), (0, 3)], seconds=4)
     assert order == [2, 3, 0, 1]
+
+
+async def test_waiters_at_the_head_are_asked_for_in_one_backend_call() -> None:
+    """Ten waiters queued at once, with room for all: one call admits them, in order."""
+    clock = ManualClock()
+    backend = CountingBackend(clock)
+    admission = Admission(backend, clock, max_in_flight=100)
+    probe = await admission.admit(KEY, Cost(0), 0, -1)
+    roomy = RateLimitSnapshot(requests=LimitReading(1000, 1000))
+    await admission.release(KEY, probe, roomy, answered=True, succeeded=True)
+    asked_before = backend.asked
+    tickets = await asyncio.gather(*(admission.admit(KEY, Cost(0), 0, s) for s in range(10)))
+    assert backend.asked - asked_before == 1
+    assert [ticket.seq for ticket in tickets] == sorted(ticket.seq for ticket in tickets)
+
+
+async def test_a_batch_takes_only_the_in_flight_places_that_are_free() -> None:
+    """With 3 places, 5 waiters: 3 admitted at once, the others when places come back."""
+    clock = ManualClock()
+    admission = Admission(MemoryBackend(clock=clock), clock, max_in_flight=3)
+    tasks = [asyncio.create_task(admission.admit(KEY, Cost(0), 0, s)) for s in range(5)]
+    await clock.advance(0)
+    probe = tasks[0].result()  # unknown limits: one probe first
+    roomy = RateLimitSnapshot(requests=LimitReading(1000, 1000))
+    await admission.release(KEY, probe, roomy, answered=True, succeeded=True)
+    await clock.advance(0)
+    assert [task.done() for task in tasks] == [True, True, True, True, False]
+    await admission.release(KEY, tasks[1].result(), None, answered=True, succeeded=True)
+    await clock.advance(0)
+    assert tasks[4].done()
+    assert admission.waiting() == 0
 
 
 async def test_admission_waits_exactly_as_long_as_the_bucket_needs() -> None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio as aioredis
 
+from tests.admit_one import admit_one
 from tests.heard import Heard
 from throttle import (
     AdmissionPolicy,
@@ -93,7 +94,7 @@ def unknown(_key: BucketKey) -> Limits:
 
 async def ticket(backend: LimitBackend, key: BucketKey, cost: Cost) -> Ticket:
     """Admit now, insisting it was admitted."""
-    result = await backend.try_admit(key, cost)
+    result = await admit_one(backend, key, cost)
     assert isinstance(result, Ticket), result
     return result
 
@@ -112,7 +113,7 @@ async def test_unknown_limits_admit_one_probe_until_an_answer(make_backend: Make
     """Before any headers a key lets one request through and waits for its answer."""
     backend = make_backend(unknown, ManualClock())
     probe = await ticket(backend, KEY, Cost(10))
-    assert await backend.try_admit(KEY, Cost(10)) == POLICY.lease_seconds
+    assert await admit_one(backend, KEY, Cost(10)) == POLICY.lease_seconds
     assert await answered(backend, probe, tokens_left(1000, 990))
     await ticket(backend, KEY, Cost(10))
 
@@ -125,7 +126,7 @@ async def test_a_vanished_reservation_frees_its_place_when_its_lease_ends(
     backend = make_backend(unknown, clock)
     await ticket(backend, KEY, Cost(10))  # its worker is SIGKILLed: no answer ever comes
     await clock.advance(POLICY.lease_seconds - 1)
-    assert await backend.try_admit(KEY, Cost(10)) == pytest.approx(1.0)
+    assert await admit_one(backend, KEY, Cost(10)) == pytest.approx(1.0)
     await clock.advance(1)
     await ticket(backend, KEY, Cost(10))
 
@@ -140,7 +141,7 @@ async def test_a_late_release_of_an_ended_lease_changes_nothing_in_flight(
     await clock.advance(POLICY.lease_seconds)
     current = await ticket(backend, KEY, Cost(10))
     await backend.complete(KEY, lost, None, answered=False, succeeded=False)
-    assert await backend.try_admit(KEY, Cost(10)) == pytest.approx(POLICY.lease_seconds)
+    assert await admit_one(backend, KEY, Cost(10)) == pytest.approx(POLICY.lease_seconds)
     await backend.complete(KEY, current, None, answered=False, succeeded=False)
     await ticket(backend, KEY, Cost(10))
 
@@ -152,7 +153,7 @@ async def test_headers_set_the_level_and_admission_waits_for_refill(
     clock = ManualClock()
     backend = make_backend(unknown, clock)
     await answered(backend, await ticket(backend, KEY, Cost(0)), tokens_left(600, 0))
-    assert await backend.try_admit(KEY, Cost(100)) == pytest.approx(10.0)
+    assert await admit_one(backend, KEY, Cost(100)) == pytest.approx(10.0)
     await clock.advance(10.0)
     await ticket(backend, KEY, Cost(100))
 
@@ -172,7 +173,7 @@ async def test_configured_limits_pace_a_server_without_headers(make_backend: Mak
     clock = ManualClock()
     backend = make_backend(lambda _key: Limits(rpm=60), clock)
     await answered(backend, await ticket(backend, KEY, Cost(0)), None)
-    assert await backend.try_admit(KEY, Cost(0)) == pytest.approx(1.0)
+    assert await admit_one(backend, KEY, Cost(0)) == pytest.approx(1.0)
     await clock.advance(1.0)
     await ticket(backend, KEY, Cost(0))
 
@@ -183,9 +184,38 @@ async def test_cool_down_holds_the_key_for_its_duration(make_backend: MakeBacken
     backend = make_backend(unknown, clock)
     await backend.cool_down(KEY, 5.0)
     await clock.advance(2.0)
-    assert await backend.try_admit(KEY, Cost(0)) == pytest.approx(3.0)
+    assert await admit_one(backend, KEY, Cost(0)) == pytest.approx(3.0)
     await clock.advance(3.0)
     await ticket(backend, KEY, Cost(0))
+
+
+async def test_several_costs_are_admitted_in_order_while_they_fit(
+    make_backend: MakeBackend,
+) -> None:
+    """Asked at once, costs go in order; the first that must wait stops the rest behind it."""
+    clock = ManualClock()
+    backend = make_backend(unknown, clock)
+    await answered(backend, await ticket(backend, KEY, Cost(0)), tokens_left(600, 600))
+    admissions = await backend.try_admit(KEY, [Cost(200), Cost(300), Cost(200), Cost(10)])
+    assert [t.cost.tokens for t in admissions.tickets] == [200, 300]
+    assert admissions.tickets[0].seq < admissions.tickets[1].seq
+    assert admissions.wait == pytest.approx(10.0)  # 100 short, at 600 per minute
+    await clock.advance(10.0)
+    rest = await backend.try_admit(KEY, [Cost(200), Cost(10)])
+    assert [t.cost.tokens for t in rest.tickets] == [200]
+
+
+async def test_a_cost_larger_than_the_bucket_stops_a_batch_then_fails_alone(
+    make_backend: MakeBackend,
+) -> None:
+    """The costs before it are admitted; asked again, the too-large one is refused."""
+    backend = make_backend(unknown, ManualClock())
+    await answered(backend, await ticket(backend, KEY, Cost(0)), tokens_left(1000, 1000))
+    admissions = await backend.try_admit(KEY, [Cost(10), Cost(2000), Cost(10)])
+    assert [t.cost.tokens for t in admissions.tickets] == [10]
+    assert admissions.wait == 0
+    with pytest.raises(RequestTooLargeError):
+        await backend.try_admit(KEY, [Cost(2000), Cost(10)])
 
 
 async def test_request_larger_than_the_whole_bucket_is_refused(make_backend: MakeBackend) -> None:
@@ -193,7 +223,7 @@ async def test_request_larger_than_the_whole_bucket_is_refused(make_backend: Mak
     backend = make_backend(unknown, ManualClock())
     await answered(backend, await ticket(backend, KEY, Cost(0)), tokens_left(1000, 1000))
     with pytest.raises(RequestTooLargeError) as caught:
-        await backend.try_admit(KEY, Cost(2000))
+        await admit_one(backend, KEY, Cost(2000))
     assert caught.value.limit == 1000
 
 
@@ -223,7 +253,7 @@ async def test_a_renewed_lease_keeps_its_place_past_its_first_term(
     await clock.advance(POLICY.lease_seconds * 2 / 3)
     await backend.renew(KEY, [long_request])
     await clock.advance(POLICY.lease_seconds * 2 / 3)
-    assert await backend.try_admit(KEY, Cost(10)) == pytest.approx(POLICY.lease_seconds / 3)
+    assert await admit_one(backend, KEY, Cost(10)) == pytest.approx(POLICY.lease_seconds / 3)
     await clock.advance(POLICY.lease_seconds / 3)
     await ticket(backend, KEY, Cost(10))
 
@@ -245,7 +275,7 @@ async def test_many_concurrent_clients_never_admit_more_than_the_bucket(
     clients = [backend, *(make_backend.peer(backend) for _ in range(3))]
     probe = await ticket(backend, KEY, Cost(0))
     await answered(backend, probe, tokens_left(1000, 1000))
-    replies = await asyncio.gather(*(clients[i % 4].try_admit(KEY, Cost(10)) for i in range(200)))
+    replies = await asyncio.gather(*(admit_one(clients[i % 4], KEY, Cost(10)) for i in range(200)))
     tickets = [reply for reply in replies if isinstance(reply, Ticket)]
     assert len(tickets) == 100
     assert len({ticket.seq for ticket in tickets}) == 100
@@ -259,7 +289,7 @@ async def test_a_breaker_opened_by_one_client_stops_the_other(make_backend: Make
     assert not await other.open_breaker(KEY.identity, QUOTA)
     await heard.until(lambda: (KEY.identity, QUOTA) in heard.breakers)
     with pytest.raises(QuotaExhaustedError, match="exceeded your quota") as refused:
-        await other.try_admit(OTHER, Cost(10))
+        await admit_one(other, OTHER, Cost(10))
     assert refused.value.details == QUOTA
     await ticket(other, BucketKey("key-b", "gpt-4o"), Cost(10))  # other identities go on
 
@@ -282,7 +312,7 @@ async def test_a_handed_back_probe_is_heard_by_the_other_client(
     """Capacity returned through one client reaches the waiters of the other."""
     backend, other, heard = listening_pair(make_backend)
     probe = await ticket(backend, KEY, Cost(10))
-    assert isinstance(await other.try_admit(KEY, Cost(10)), float)
+    assert isinstance(await admit_one(other, KEY, Cost(10)), float)
     await backend.complete(KEY, probe, None, answered=True, succeeded=True)
     await heard.until(lambda: KEY in heard.capacity)
     await ticket(other, KEY, Cost(10))
@@ -300,11 +330,11 @@ async def test_token_429s_without_headers_raise_the_token_scale_once_per_scale(
     refused = await ticket(backend, KEY, Cost(100))
     await backend.tokens_exceeded(KEY, refused)
     await backend.tokens_exceeded(KEY, refused)  # the same refusal again: nothing new
-    assert await backend.try_admit(KEY, Cost(100)) == pytest.approx(10.3)
+    assert await admit_one(backend, KEY, Cost(100)) == pytest.approx(10.3)
     await clock.advance(10.3)
     again = await ticket(backend, KEY, Cost(100))
     await backend.tokens_exceeded(KEY, again)
-    assert await backend.try_admit(KEY, Cost(100)) == pytest.approx(100 * 1.03**2 / 10)
+    assert await admit_one(backend, KEY, Cost(100)) == pytest.approx(100 * 1.03**2 / 10)
 
 
 async def test_token_429s_change_nothing_once_headers_teach_the_limits(
@@ -317,4 +347,4 @@ async def test_token_429s_change_nothing_once_headers_teach_the_limits(
     await answered(backend, probe, tokens_left(600, 100))
     refused = await ticket(backend, KEY, Cost(100))
     await backend.tokens_exceeded(KEY, refused)
-    assert await backend.try_admit(KEY, Cost(100)) == pytest.approx(10.0)
+    assert await admit_one(backend, KEY, Cost(100)) == pytest.approx(10.0)

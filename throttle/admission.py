@@ -1,9 +1,10 @@
 """Waiting for room in the buckets: FIFO within a priority, one pump per key, no polling.
 
 Each key has a heap of waiters and, while it is not empty, one pump task. The pump asks the
-backend for the head waiter and sleeps exactly as long as the backend says, or until something
-changes (an answer corrected the buckets, a more urgent waiter arrived). A waiter costs one
-small object and one future.
+backend for the waiters at the head, up to :data:`ADMIT_AT_ONCE` in one call (one round trip to
+a shared backend, however many are admitted), and sleeps exactly as long as the backend says,
+or until something changes (an answer corrected the buckets, a more urgent waiter arrived). A
+waiter costs one small object and one future.
 
 An admitted attempt is held until it is handed back; while any is held, one renewal task
 extends their leases every third of a lease, so a long request (a stream, a slow reasoning
@@ -28,6 +29,7 @@ from throttle.keys import BucketKey
 from throttle.reservation import Cost, Ticket
 
 logger = logging.getLogger(__name__)
+ADMIT_AT_ONCE = 32  # waiters asked for in one backend call
 
 
 @dataclass(order=True, slots=True)
@@ -41,6 +43,7 @@ class _Waiter:
 class _KeyQueue:
     def __init__(self) -> None:
         self.heap: list[_Waiter] = []
+        self.asking: list[_Waiter] = []  # taken from the heap while the backend decides
         self.wakeup = asyncio.Event()
         self.pump: asyncio.Task[None] | None = None
 
@@ -64,12 +67,12 @@ class Admission:
         self._closed = False
 
     def __repr__(self) -> str:
-        waiting = {str(k): len(q.heap) for k, q in self._queues.items() if q.heap}
+        waiting = {str(k): n for k, q in self._queues.items() if (n := _queued(q))}
         return f"Admission(waiting={waiting})"
 
     def waiting(self) -> int:
         """Return how many attempts are queued over all keys."""
-        return sum(len(q.heap) for q in self._queues.values())
+        return sum(_queued(q) for q in self._queues.values())
 
     async def admit(self, key: BucketKey, cost: Cost, priority: int, seq: int) -> Ticket:
         """Wait until ``key``'s buckets have room for ``cost``, then return the ticket.
@@ -92,8 +95,8 @@ class Admission:
             queue = self._queues[key] = _KeyQueue()
         waiter = _Waiter(priority, seq, cost, asyncio.get_running_loop().create_future())
         heapq.heappush(queue.heap, waiter)
-        if queue.heap[0] is waiter:  # more urgent than the head: the pump asks for it now
-            queue.wakeup.set()
+        if queue.heap[0] is waiter and (not queue.asking or waiter < queue.asking[0]):
+            queue.wakeup.set()  # more urgent than the head: the pump asks for it now
         if queue.pump is None:
             queue.pump = asyncio.create_task(self._pump(key, queue), name=f"throttle-pump-{key}")
         try:
@@ -155,7 +158,7 @@ class Admission:
         for key, queue in self._queues.items():
             if not matches(key):
                 continue
-            for waiter in queue.heap:
+            for waiter in [*queue.asking, *queue.heap]:
                 if not waiter.future.done():
                     waiter.future.set_exception(error_for())
                     failed += 1
@@ -187,36 +190,55 @@ class Admission:
                     heapq.heappop(queue.heap)
                     continue
                 queue.wakeup.clear()
-                wait = await self._admit_head(key, queue, head)
+                await self._slots.acquire()
+                queue.asking = await self._take_heads(queue.heap)
+                try:
+                    wait = await self._admit_heads(key, queue.asking)
+                finally:
+                    for waiter in queue.asking:  # not admitted: back in line, in order
+                        self._slots.release()
+                        if not waiter.future.done():
+                            heapq.heappush(queue.heap, waiter)
+                    queue.asking = []
                 if wait > 0:
                     await self._clock.wait(queue.wakeup, wait)
         finally:
             queue.pump = None
 
-    async def _admit_head(self, key: BucketKey, queue: _KeyQueue, head: _Waiter) -> float:
-        """Try to admit ``head``; return 0 when it was settled, else seconds to wait."""
-        await self._slots.acquire()
+    async def _take_heads(self, heap: list[_Waiter]) -> list[_Waiter]:
+        """Take the most urgent waiters from ``heap``, one in-flight slot each (one is held).
+
+        Only slots free right now are taken (``acquire`` of an unlocked semaphore never waits).
+        """
+        heads = [heapq.heappop(heap)]
+        while len(heads) < ADMIT_AT_ONCE and heap and not self._slots.locked():
+            waiter = heapq.heappop(heap)
+            if not waiter.future.done():
+                await self._slots.acquire()
+                heads.append(waiter)
+        return heads
+
+    async def _admit_heads(self, key: BucketKey, asking: list[_Waiter]) -> float:
+        """Admit what the backend admits of ``asking`` (removed from it); return the wait."""
         try:
-            result = await self._backend.try_admit(key, head.cost)
+            admissions = await self._backend.try_admit(key, [w.cost for w in asking])
         except Exception as error:
-            self._slots.release()
             if not isinstance(error, ThrottleError):
                 logger.exception("bucket backend failed admitting on %s", key)
-            _remove(queue.heap, head)
+            head = asking.pop(0)
+            self._slots.release()
             if not head.future.done():
                 head.future.set_exception(error)
             return 0.0
-        if not isinstance(result, Ticket):
-            self._slots.release()
-            return max(result, math.ulp(1.0))
-        _remove(queue.heap, head)
-        if head.future.done():
-            # The caller left while the backend was deciding: hand the charge straight back.
-            await self.release(key, result, None, answered=False, succeeded=False)
-        else:
-            head.future.set_result(result)
-            self._hold(key, result)
-        return 0.0
+        admitted, asking[:] = asking[: len(admissions.tickets)], asking[len(admissions.tickets) :]
+        for waiter, ticket in zip(admitted, admissions.tickets, strict=True):
+            if waiter.future.done():
+                # The caller left while the backend was deciding: hand the charge straight back.
+                await self.release(key, ticket, None, answered=False, succeeded=False)
+            else:
+                waiter.future.set_result(ticket)
+                self._hold(key, ticket)
+        return max(admissions.wait, math.ulp(1.0)) if asking else 0.0
 
     def _hold(self, key: BucketKey, ticket: Ticket) -> None:
         """Count ``ticket`` in flight until released, renewing its lease meanwhile."""
@@ -238,10 +260,5 @@ class Admission:
             self._renewer = None
 
 
-def _remove(heap: list[_Waiter], waiter: _Waiter) -> None:
-    """Remove ``waiter``: the head in all but the rare case a more urgent one arrived."""
-    if heap and heap[0] is waiter:
-        heapq.heappop(heap)
-    elif waiter in heap:
-        heap.remove(waiter)
-        heapq.heapify(heap)
+def _queued(queue: _KeyQueue) -> int:
+    return len(queue.heap) + len(queue.asking)

@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from throttle.clock import Clock, MonotonicClock
-from throttle.errors import ErrorDetails, QuotaExhaustedError
+from throttle.errors import ErrorDetails, QuotaExhaustedError, RequestTooLargeError
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
 from throttle.limit_settings import AdmissionPolicy, Limits
 from throttle.limits import KeyLimits
-from throttle.reservation import Cost, Ticket
+from throttle.reservation import Admissions, Cost, Ticket
 
 
 class BackendListener(Protocol):
@@ -84,11 +84,16 @@ class LimitBackend(Protocol):
         """How long an admitted attempt counts as in flight unless renewed or handed back."""
         ...
 
-    async def try_admit(self, key: BucketKey, cost: Cost) -> Ticket | float:
-        """Charge ``cost`` to ``key`` and return a ticket, or return seconds to wait.
+    async def try_admit(self, key: BucketKey, costs: Sequence[Cost]) -> Admissions:
+        """Charge ``costs`` to ``key`` in order, as many as fit now; say how long the rest wait.
+
+        A cost never goes before an earlier one (order is the caller's: FIFO, priorities), so
+        admission stops at the first cost that must wait, or that can never be admitted (the
+        next call raises for it). Asking for several costs at once costs a shared backend one
+        round trip, not one per cost.
 
         Raises:
-            RequestTooLargeError: the cost exceeds the whole bucket.
+            RequestTooLargeError: the first cost exceeds the whole bucket.
             QuotaExhaustedError: the quota breaker of ``key``'s identity is open.
             BackendUnavailableError: the shared storage is unreachable and the backend fails
                 closed.
@@ -173,12 +178,24 @@ class MemoryBackend:
             state = self._keys[key] = KeyLimits(self._limits_for(key), self._policy)
         return state
 
-    async def try_admit(self, key: BucketKey, cost: Cost) -> Ticket | float:
+    async def try_admit(self, key: BucketKey, costs: Sequence[Cost]) -> Admissions:
         """See :meth:`LimitBackend.try_admit`."""
         details = self._breakers.get(key.identity)
         if details is not None:
             raise QuotaExhaustedError(details)
-        return self.state(key).try_admit(cost, self._clock.now())
+        state, now = self.state(key), self._clock.now()
+        tickets: list[Ticket] = []
+        for cost in costs:
+            try:
+                result = state.try_admit(cost, now)
+            except RequestTooLargeError:
+                if not tickets:
+                    raise
+                return Admissions(tickets)
+            if not isinstance(result, Ticket):
+                return Admissions(tickets, result)
+            tickets.append(result)
+        return Admissions(tickets)
 
     async def complete(
         self,

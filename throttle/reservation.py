@@ -44,6 +44,19 @@ class Ticket:
     probe: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Admissions:
+    """What a backend decided for costs asked for in order (the first ones go first).
+
+    Attributes:
+        tickets: the tickets of the costs admitted: the first ``len(tickets)`` of them.
+        wait: seconds before asking again for the rest (0: ask again now, or none is left).
+    """
+
+    tickets: list[Ticket]
+    wait: float = 0.0
+
+
 class Leases:
     """The attempts of one key in flight, each until handed back or until its lease ends.
 

@@ -1,8 +1,10 @@
 """``RedisBackend``: one account's buckets and quota breakers shared by every process, in Redis.
 
-Each operation of :class:`throttle.LimitBackend` is one call of one atomic Lua script
-(``limits.lua``, the arithmetic of :class:`throttle.limits.KeyLimits`), so admission costs one
-round trip. The script reads the server's ``TIME``: workers with skewed clocks share one
+Each operation of :class:`throttle.LimitBackend` is an operation of one atomic Lua script
+(``limits.lua``, the arithmetic of :class:`throttle.limits.KeyLimits`); the operations that
+a process's tasks ask for while a call is on its way go together in the next call
+(``batches``), so admission costs at most one round trip, shared with other admissions and
+hand-backs. The script reads the server's ``TIME``: workers with skewed clocks share one
 timeline. Keys (``key_names``) are hash-tagged per identity for Redis Cluster; idle keys
 expire.
 
@@ -28,21 +30,23 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from throttle.backend import BackendListener, Listeners
 from throttle.clock import Clock
-from throttle.errors import BackendUnavailableError, ErrorDetails
+from throttle.errors import BackendUnavailableError, ClosedError, ErrorDetails
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
 from throttle.limit_settings import AdmissionPolicy, Limits
+from throttle.redis_backend.batches import Batches, Operation
 from throttle.redis_backend.connection import connect, describe
-from throttle.redis_backend.key_names import key_names, reset_breakers
+from throttle.redis_backend.key_names import reset_breakers, script_keys
 from throttle.redis_backend.notifications import Notifications
 from throttle.redis_backend.outage import FAIL_CLOSED, LocalFallback, Outage
 from throttle.redis_backend.script_io import (
-    admission_of,
+    admissions_of,
     admit_args,
     breaker_args,
     complete_args,
+    policy_args,
 )
-from throttle.reservation import Cost, Ticket
+from throttle.reservation import Admissions, Cost, Ticket
 
 logger = logging.getLogger(__name__)
 SCRIPT = files("throttle.redis_backend").joinpath("limits.lua").read_text(encoding="utf-8")
@@ -93,6 +97,8 @@ class RedisBackend:
         self._clock = clock
         self._recheck = recheck_seconds
         self._script = client.register_script(SCRIPT)
+        self._policy_args = policy_args(self._policy)
+        self._batches = Batches(self._send)
         self._process = uuid.uuid4().hex
         self._since: float | None = None  # when this process first reached Redis
         self.where = describe(client)
@@ -140,26 +146,38 @@ class RedisBackend:
         return self._policy.lease_seconds
 
     async def _call(self, key: BucketKey, operation: str, *args: str) -> Any:
-        """Run one operation of the script; raise ``_UnreachableError`` if Redis does not answer."""
+        """Run one operation of the script (in the next call for its identity; ``batches``).
+
+        Raises:
+            _UnreachableError: Redis did not answer (or is not tried again yet).
+            ClosedError: the backend was closed.
+        """
+        return await self._batches.run(key.identity, key.group, operation, list(args))
+
+    async def _send(self, identity: str, operations: list[Operation]) -> list[Any]:
+        """Run ``operations`` of ``identity`` in one call of the script; return their replies."""
         if not self._outage.should_try(time.monotonic()):
             raise _UnreachableError
+        groups = list(dict.fromkeys(op.group for op in operations if op.name != "open_breaker"))
+        numbers = {group: str(n) for n, group in enumerate(groups, 1)}
         try:
             if self._since is None:
                 await self._start()
-            now = "" if self._clock is None else repr(self._clock.now())
-            reply = await self._script(
-                keys=key_names(self._prefix, key),
-                args=[
-                    operation,
-                    now,
-                    str(IDLE_SECONDS),
-                    self._notifications.channel,
-                    key.identity,
-                    key.group,
-                    self._process,
-                    repr(self._since),
-                    *args,
-                ],
+            args = [
+                "" if self._clock is None else repr(self._clock.now()),
+                str(IDLE_SECONDS),
+                self._notifications.channel,
+                identity,
+                self._process,
+                repr(self._since),
+                *self._policy_args,
+                str(len(groups)),
+                *groups,
+            ]
+            for op in operations:
+                args += [op.name, numbers.get(op.group, "0"), str(len(op.args)), *op.args]
+            replies: list[Any] = await self._script(
+                keys=script_keys(self._prefix, identity, groups), args=args
             )
         except REDIS_FAILURES as error:
             problem = self._outage.failed(error, time.monotonic())
@@ -170,7 +188,7 @@ class RedisBackend:
         if self._outage.recovered():
             logger.warning("%s is reachable again: limits are shared again", self.where)
             self._listeners.availability_changed(None)
-        return reply
+        return replies
 
     async def _start(self) -> None:
         """On first contact: note when this process started, and subscribe to notifications."""
@@ -182,18 +200,18 @@ class RedisBackend:
         await self._notifications.start()
         self._since = since
 
-    async def try_admit(self, key: BucketKey, cost: Cost) -> Ticket | float:
+    async def try_admit(self, key: BucketKey, costs: Sequence[Cost]) -> Admissions:
         """See :meth:`throttle.LimitBackend.try_admit`."""
         try:
-            reply = await self._call(key, "admit", *admit_args(cost, self._policy))
+            reply = await self._call(key, "admit", *admit_args(costs))
         except _UnreachableError:
-            return await self._admit_without_redis(key, cost)
-        return admission_of(reply, cost, self._recheck)
+            return await self._admit_without_redis(key, costs)
+        return admissions_of(reply, costs, self._recheck)
 
-    async def _admit_without_redis(self, key: BucketKey, cost: Cost) -> Ticket | float:
+    async def _admit_without_redis(self, key: BucketKey, costs: Sequence[Cost]) -> Admissions:
         if not self._outage.fails_open:
-            return self._outage.wait_or_fail(time.monotonic())
-        return await self._fallback.try_admit(key, cost)
+            return Admissions([], self._outage.wait_or_fail(time.monotonic()))
+        return await self._fallback.try_admit(key, costs)
 
     async def complete(
         self,
@@ -217,13 +235,12 @@ class RedisBackend:
             ticket,
             snapshot,
             self._limits_for(key),
-            self._policy.blind_after,
             answered=answered,
             succeeded=succeeded,
         )
         try:
             applied = await self._call(key, "complete", *arguments)
-        except _UnreachableError:
+        except (_UnreachableError, ClosedError):
             return False
         return bool(applied)
 
@@ -251,7 +268,7 @@ class RedisBackend:
         if shared:
             # Without Redis the leases may end: their capacity returns, as after a crash.
             with contextlib.suppress(_UnreachableError):
-                await self._call(key, "renew", repr(self._policy.lease_seconds), *shared)
+                await self._call(key, "renew", *shared)
 
     async def open_breaker(self, identity: str, details: ErrorDetails) -> bool:
         """See :meth:`throttle.LimitBackend.open_breaker`."""
@@ -282,7 +299,8 @@ class RedisBackend:
         return self._listeners.subscribe(listener)
 
     async def close(self) -> None:
-        """Stop listening; close the client if :meth:`from_url` made it."""
+        """Stop listening and sending; close the client if :meth:`from_url` made it."""
+        await self._batches.close(ClosedError(f"the backend on {self.where} was closed"))
         await self._notifications.close()
         if self._owns_client:
             await self._client.aclose()

@@ -2,23 +2,31 @@
 
 ``PREFIX{identity}:GROUP:state`` and ``...:leases`` for a bucket key, ``PREFIX{identity}:quota``
 for the identity's breaker while it is open. The braces are a hash tag: Redis Cluster keeps an
-identity's keys in one slot, so every script call touches one slot.
+identity's keys in one slot, so every script call (one identity's operations) touches one slot.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from throttle.keys import BucketKey
 from throttle.redis_backend.script_io import text
 
 
-def key_names(prefix: str, key: BucketKey) -> list[str]:
-    """The script's ``KEYS`` for ``key``: its state, its leases, its identity's breaker."""
-    tag = f"{prefix}{{{key.identity}}}"
-    return [f"{tag}:{key.group}:state", f"{tag}:{key.group}:leases", f"{tag}:quota"]
+def breaker_key(prefix: str, identity: str) -> str:
+    """The key of ``identity``'s quota breaker."""
+    return f"{prefix}{{{identity}}}:quota"
+
+
+def script_keys(prefix: str, identity: str, groups: Sequence[str]) -> list[str]:
+    """The script's ``KEYS``: the identity's breaker, then each group's state and leases."""
+    tag = f"{prefix}{{{identity}}}"
+    names = [breaker_key(prefix, identity)]
+    for group in groups:
+        names += [f"{tag}:{group}:state", f"{tag}:{group}:leases"]
+    return names
 
 
 async def reset_breakers(
@@ -30,7 +38,7 @@ async def reset_breakers(
         redis.exceptions.RedisError: Redis did not answer.
     """
     if identity is not None:
-        names = [key_names(prefix, BucketKey(identity, ""))[2]]
+        names = [breaker_key(prefix, identity)]
     else:
         names = [text(name) async for name in client.scan_iter(match=f"{prefix}{{*}}:quota")]
     async with client.pipeline(transaction=False) as pipe:

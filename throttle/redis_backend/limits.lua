@@ -1,36 +1,42 @@
--- The bucket arithmetic of one key (throttle/limits.py, KeyLimits), run atomically in Redis.
+-- The bucket arithmetic of one identity's keys (throttle/limits.py, KeyLimits), run atomically
+-- in Redis: one call runs a batch of operations, in order, each on one group's buckets.
 --
--- Units: times and durations in seconds (floats), on the clock given in ARGV[2], or the
--- server's TIME when ARGV[2] is empty, so every worker shares one timeline; requests and
+-- Units: times and durations in seconds (floats), on the clock given in ARGV[1], or the
+-- server's TIME when ARGV[1] is empty, so every worker shares one timeline; requests and
 -- tokens as floats. Numbers travel as strings ("%.17g") in and out: Redis would truncate a
 -- Lua number reply to an integer.
 --
--- KEYS[1]  hash: the key's state (phase, buckets, ledgers, token scale, cool-down)
--- KEYS[2]  sorted set: attempts in flight, member seq, score lease end
--- KEYS[3]  hash: the identity's quota breaker (the server's error, opened_at), while open
--- ARGV[1]  operation: "admit", "complete", "cool_down", "tokens_exceeded", "renew" or
---          "open_breaker"
--- ARGV[2]  now, or "" for the server's TIME
--- ARGV[3]  seconds of idleness after which the key's state expires
--- ARGV[4]  the pub/sub channel where changes other processes should hear of are published
--- ARGV[5], ARGV[6], ARGV[7]  the identity, group and calling process (for those messages)
--- ARGV[8]  when the calling process started: a breaker opened before that was left by an
+-- KEYS[1]  hash: the identity's quota breaker (the server's error, opened_at), while open
+-- KEYS[2g], KEYS[2g+1]  the state (hash: phase, buckets, ledgers, token scale, cool-down) and
+--          the attempts in flight (sorted set: member seq, score lease end) of group g
+-- ARGV[1]  now, or "" for the server's TIME
+-- ARGV[2]  seconds of idleness after which a key expires
+-- ARGV[3]  the pub/sub channel where changes other processes should hear of are published
+-- ARGV[4], ARGV[5]  the identity and the calling process (for those messages)
+-- ARGV[6]  when the calling process started: a breaker opened before that was left by an
 --          earlier run; a new run tries again, and opens it again if billing still fails
--- ARGV[9..] the operation's own arguments (arg(1) is ARGV[9]), listed at each operation below.
+-- ARGV[7..10]  the admission policy: reserve fraction, probe concurrency, lease seconds,
+--          answers without headers before a key is taken as blind
+-- ARGV[11] G, the number of groups, then ARGV[12..11+G] their names
+-- then the operations, each: its name, its group's number g (0 for none), its argument
+--          count n, then n arguments (arg(1) is the first), listed at each operation below.
 --
--- Messages (JSON arrays): ["capacity", identity, group, process] when waiters may be admitted
--- sooner (the process that caused it has woken its own), ["quota", identity, status, code,
--- type, message, request_id] when a breaker opens.
+-- Returns one reply per operation, in order.
+--
+-- Messages (JSON arrays), at most one per group and call: ["capacity", identity, group,
+-- process] when waiters may be admitted sooner (the process that caused it has woken its
+-- own); ["quota", identity, status, code, type, message, request_id] when a breaker opens.
 
-local state_key, leases_key, breaker_key = KEYS[1], KEYS[2], KEYS[3]
-local operation = ARGV[1]
-local channel, identity, group, process = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local started = tonumber(ARGV[8])
-
-local function arg(i) return ARGV[8 + i] end
+local breaker_key = KEYS[1]
+local idle_seconds = tonumber(ARGV[2])
+local channel, identity, process = ARGV[3], ARGV[4], ARGV[5]
+local started = tonumber(ARGV[6])
+local reserve_fraction, probes = tonumber(ARGV[7]), tonumber(ARGV[8])
+local lease_seconds, blind_after = tonumber(ARGV[9]), tonumber(ARGV[10])
+local group_count = tonumber(ARGV[11])
 
 local function now_seconds()
-  if ARGV[2] ~= "" then return tonumber(ARGV[2]) end
+  if ARGV[1] ~= "" then return tonumber(ARGV[1]) end
   local time = redis.call("TIME")
   return tonumber(time[1]) + tonumber(time[2]) / 1e6
 end
@@ -38,22 +44,40 @@ end
 local function num(x) return string.format("%.17g", x) end
 
 local now = now_seconds()
-local idle_seconds = tonumber(ARGV[3])
-local raw = redis.call("HGETALL", state_key)
-local s = {}
-for i = 1, #raw, 2 do s[raw[i]] = raw[i + 1] end
 
-local function get(field, default)
-  local value = s[field]
+-- One group's state, read once per call and written once at its end.
+local function get(c, field, default)
+  local value = c.s[field]
   if value == nil or value == "" then return default end
   return tonumber(value)
 end
 
-local function bucket(prefix)
-  local capacity = get(prefix .. "_capacity", nil)
+local function set(c, field, value)
+  c.s[field] = type(value) == "number" and num(value) or value
+  c.changed[field] = true
+  c.dirty = true
+end
+
+local function bucket(c, prefix)
+  local capacity = get(c, prefix .. "_capacity", nil)
   if capacity == nil then return nil end
-  return {capacity = capacity, window = get(prefix .. "_window", 60),
-          level = get(prefix .. "_level", 0), at = get(prefix .. "_at", now)}
+  return {capacity = capacity, window = get(c, prefix .. "_window", 60),
+          level = get(c, prefix .. "_level", 0), at = get(c, prefix .. "_at", now)}
+end
+
+local contexts = {}
+
+local function context(g)
+  local c = contexts[g]
+  if c ~= nil then return c end
+  local raw = redis.call("HGETALL", KEYS[2 * g])
+  c = {group = ARGV[11 + g], state_key = KEYS[2 * g], leases_key = KEYS[2 * g + 1],
+       s = {}, changed = {}, dirty = false, announce = false, reclaimed = false}
+  for i = 1, #raw, 2 do c.s[raw[i]] = raw[i + 1] end
+  c.phase = c.s["phase"] or "probing"
+  c.requests, c.tokens = bucket(c, "requests"), bucket(c, "tokens")
+  contexts[g] = c
+  return c
 end
 
 local function refill(b, at)
@@ -71,57 +95,55 @@ local function store_bucket(prefix, b, out)
   out[#out + 1] = prefix .. "_at"; out[#out + 1] = num(b.at)
 end
 
-local requests, tokens = bucket("requests"), bucket("tokens")
-local phase = s["phase"] or "probing"
-local updates = {}
-
-local function set(field, value)
-  updates[#updates + 1] = field
-  updates[#updates + 1] = type(value) == "number" and num(value) or value
+local function save(c)
+  local out = {"phase", c.phase}
+  for field in pairs(c.changed) do
+    out[#out + 1] = field; out[#out + 1] = c.s[field]
+  end
+  store_bucket("requests", c.requests, out)
+  store_bucket("tokens", c.tokens, out)
+  redis.call("HSET", c.state_key, unpack(out))
+  redis.call("EXPIRE", c.state_key, idle_seconds)
+  if redis.call("EXISTS", c.leases_key) == 1 then
+    redis.call("EXPIRE", c.leases_key, idle_seconds)
+  end
 end
 
-local function save()
-  store_bucket("requests", requests, updates)
-  store_bucket("tokens", tokens, updates)
-  set("phase", phase)
-  redis.call("HSET", state_key, unpack(updates))
-  redis.call("EXPIRE", state_key, idle_seconds)
-  if redis.call("EXISTS", leases_key) == 1 then
-    redis.call("EXPIRE", leases_key, idle_seconds)
+-- Leases that ended return their places (once per group and call).
+local function reclaim(c)
+  if not c.reclaimed then
+    redis.call("ZREMRANGEBYSCORE", c.leases_key, "-inf", num(now))
+    c.reclaimed = true
   end
 end
 
 local breaker_fields = {"status", "code", "type", "message", "request_id"}
 
--- admit: arg(1) tokens, arg(2) requests, arg(3) reserve fraction, arg(4) probe concurrency,
--- arg(5) lease seconds.
--- Returns {"ticket", seq, admitted_at, requests_ledger, tokens_ledger, estimates_ledger,
--- probe 0|1}, {"wait", seconds}, {"too_large", requested, limit, window} or
--- {"quota", status, code, type, message, request_id}.
-local function admit()
+-- The breaker's error when it was opened during this run of the calling process, else nil.
+local function open_breaker_reply()
   local opened_at = redis.call("HGET", breaker_key, "opened_at")
-  if opened_at and tonumber(opened_at) >= started then
-    local reply = {"quota"}
-    for _, field in ipairs(breaker_fields) do
-      reply[#reply + 1] = redis.call("HGET", breaker_key, field) or ""
-    end
-    return reply
+  if not opened_at or tonumber(opened_at) < started then return nil end
+  local reply = {"quota"}
+  for _, field in ipairs(breaker_fields) do
+    reply[#reply + 1] = redis.call("HGET", breaker_key, field) or ""
   end
-  local cost_tokens, cost_requests = tonumber(arg(1)), tonumber(arg(2))
-  local reserve_fraction, probes = tonumber(arg(3)), tonumber(arg(4))
-  local lease_seconds = tonumber(arg(5))
-  redis.call("ZREMRANGEBYSCORE", leases_key, "-inf", num(now))
-  local cool_until = get("cool_down_until", -math.huge)
+  return reply
+end
+
+-- One cost: {"ticket", seq, admitted_at, requests_ledger, tokens_ledger, estimates_ledger,
+-- probe 0|1}, {"wait", seconds} or {"too_large", requested, limit, window}.
+local function admit_one(c, cost_tokens, cost_requests)
+  local cool_until = get(c, "cool_down_until", -math.huge)
   if now < cool_until then return {"wait", num(cool_until - now)} end
-  local probing = phase == "probing"
-  if probing and redis.call("ZCARD", leases_key) >= probes then
-    local oldest = redis.call("ZRANGE", leases_key, 0, 0, "WITHSCORES")
+  local probing = c.phase == "probing"
+  if probing and redis.call("ZCARD", c.leases_key) >= probes then
+    local oldest = redis.call("ZRANGE", c.leases_key, 0, 0, "WITHSCORES")
     return {"wait", num(tonumber(oldest[2]) - now)}
   end
-  local scale = get("token_scale", 1)
-  local scaled = cost_tokens * scale
+  local scaled = cost_tokens * get(c, "token_scale", 1)
   local wait = 0
-  for _, item in ipairs({{requests, cost_requests, cost_requests}, {tokens, cost_tokens, scaled}}) do
+  for _, item in ipairs({{c.requests, cost_requests, cost_requests},
+                         {c.tokens, cost_tokens, scaled}}) do
     local b, estimate, amount = item[1], item[2], item[3]
     if b ~= nil then
       if estimate > b.capacity then
@@ -134,25 +156,37 @@ local function admit()
       end
     end
   end
-  if wait > 0 then
-    -- Nothing stored: refilling later from the stored level gives the same level, and a
-    -- waiting key is asked again and again (one write per re-check would be pure cost).
-    return {"wait", num(wait)}
-  end
-  if requests ~= nil then requests.level = requests.level - cost_requests end
-  if tokens ~= nil then tokens.level = tokens.level - scaled end
-  local requests_ledger = get("requests_ledger", 0) + cost_requests
-  local tokens_ledger = get("tokens_ledger", 0) + scaled
-  local estimates_ledger = get("estimates_ledger", 0) + cost_tokens
-  local seq = get("next_seq", 0) + 1
-  set("requests_ledger", requests_ledger)
-  set("tokens_ledger", tokens_ledger)
-  set("estimates_ledger", estimates_ledger)
-  set("next_seq", seq)
-  redis.call("ZADD", leases_key, num(now + lease_seconds), num(seq))
-  save()
+  if wait > 0 then return {"wait", num(wait)} end
+  if c.requests ~= nil then c.requests.level = c.requests.level - cost_requests end
+  if c.tokens ~= nil then c.tokens.level = c.tokens.level - scaled end
+  local requests_ledger = get(c, "requests_ledger", 0) + cost_requests
+  local tokens_ledger = get(c, "tokens_ledger", 0) + scaled
+  local estimates_ledger = get(c, "estimates_ledger", 0) + cost_tokens
+  local seq = get(c, "next_seq", 0) + 1
+  set(c, "requests_ledger", requests_ledger)
+  set(c, "tokens_ledger", tokens_ledger)
+  set(c, "estimates_ledger", estimates_ledger)
+  set(c, "next_seq", seq)
+  redis.call("ZADD", c.leases_key, num(now + lease_seconds), num(seq))
   return {"ticket", num(seq), num(now), num(requests_ledger), num(tokens_ledger),
           num(estimates_ledger), probing and "1" or "0"}
+end
+
+-- admit: arg(2i-1) tokens, arg(2i) requests of the i-th cost, admitted in order while they
+-- fit. Returns {tickets, stop}: tickets the admitted costs' ticket fields (six each, as
+-- admit_one's after "ticket"), stop {} when all were admitted, else the first other reply of
+-- admit_one, or {"quota", status, code, type, message, request_id}.
+local function admit(c, arg, n)
+  local refused = open_breaker_reply()
+  if refused ~= nil then return {{}, refused} end
+  reclaim(c)
+  local tickets = {}
+  for i = 1, n, 2 do
+    local reply = admit_one(c, tonumber(arg(i)), tonumber(arg(i + 1)))
+    if reply[1] ~= "ticket" then return {tickets, reply} end
+    for j = 2, #reply do tickets[#tickets + 1] = reply[j] end
+  end
+  return {tickets, {}}
 end
 
 -- The bucket as the server described it, less what was admitted after the answered request.
@@ -183,118 +217,107 @@ local function calibrated(scale, predicted, reported, debited, estimated)
   return scale + 0.5 * (target - scale)
 end
 
-local function optional(i)
-  if arg(i) == "" then return nil end
-  return tonumber(arg(i))
-end
-
 local function level_of(b)
   if b == nil then return -math.huge end
   refill(b, now)
   return b.level
 end
 
--- Tell the other processes when their waiters on this key may go sooner: a probe's place
--- came free, the phase changed, or the headers raised a level.
-local function announce(freed_probe, phase_before, requests_before, tokens_before)
-  if freed_probe or phase ~= phase_before or level_of(requests) > requests_before
-      or level_of(tokens) > tokens_before then
-    redis.call("PUBLISH", channel, cjson.encode({"capacity", identity, group, process}))
-  end
-end
-
 -- complete: arg(1) seq, arg(2) admitted_at, arg(3) cost tokens, arg(4) requests ledger,
 -- arg(5) tokens ledger, arg(6) estimates ledger, arg(7) answered 0|1, arg(8) succeeded 0|1,
 -- arg(9..12) requests limit, remaining, tokens limit, remaining ("" when unknown),
--- arg(13..16) rpm, tpm ceilings ("" for none), requests window, tokens window,
--- arg(17) blind_after. Returns 1 when the headers were applied, else 0.
-local function complete()
+-- arg(13..16) rpm, tpm ceilings ("" for none), requests window, tokens window.
+-- Returns 1 when the headers were applied, else 0. Other processes hear of it when their
+-- waiters may go sooner: a probe's place came free, the phase changed, or a level rose.
+local function complete(c, arg)
+  local function optional(i)
+    if arg(i) == "" then return nil end
+    return tonumber(arg(i))
+  end
   local seq, admitted_at, cost_tokens = tonumber(arg(1)), tonumber(arg(2)), tonumber(arg(3))
   local t_requests, t_tokens, t_estimates = tonumber(arg(4)), tonumber(arg(5)), tonumber(arg(6))
   local answered, succeeded = arg(7) == "1", arg(8) == "1"
   local r_limit, r_left, k_limit, k_left = optional(9), optional(10), optional(11), optional(12)
   local rpm, tpm = optional(13), optional(14)
-  local r_window, k_window, blind_after = tonumber(arg(15)), tonumber(arg(16)), tonumber(arg(17))
-  local phase_before = phase
-  local requests_before, tokens_before = level_of(requests), level_of(tokens)
-  local freed_probe = redis.call("ZREM", leases_key, num(seq)) == 1 and phase == "probing"
-  local uncharged = get("uncharged", 0)
+  local r_window, k_window = tonumber(arg(15)), tonumber(arg(16))
+  local phase_before = c.phase
+  local requests_before, tokens_before = level_of(c.requests), level_of(c.tokens)
+  local freed_probe = redis.call("ZREM", c.leases_key, num(seq)) == 1 and c.phase == "probing"
+  local uncharged = get(c, "uncharged", 0)
   if not succeeded then
     uncharged = uncharged + cost_tokens
-    set("uncharged", uncharged)
+    set(c, "uncharged", uncharged)
   end
-  local has_headers = r_limit ~= nil or k_limit ~= nil
-  if has_headers and seq > get("applied_seq", -1) then
-    set("applied_seq", seq)
+  local applied = 0
+  if (r_limit ~= nil or k_limit ~= nil) and seq > get(c, "applied_seq", -1) then
+    applied = 1
+    set(c, "applied_seq", seq)
     local predicted = nil
-    if tokens ~= nil then
-      refill(tokens, now)
-      predicted = {capacity = tokens.capacity, level = tokens.level}
+    if c.tokens ~= nil then
+      refill(c.tokens, now)
+      predicted = {capacity = c.tokens.capacity, level = c.tokens.level}
     end
-    requests = corrected(requests, r_limit, r_left, rpm, r_window,
-                         get("requests_ledger", 0) - t_requests, admitted_at)
-    tokens = corrected(tokens, k_limit, k_left, tpm, k_window,
-                       get("tokens_ledger", 0) - t_tokens, admitted_at)
-    if predicted ~= nil and tokens ~= nil then
-      local estimated = (t_estimates - get("applied_estimates", 0))
-                        - (uncharged - get("applied_uncharged", 0))
-      set("token_scale", calibrated(get("token_scale", 1), predicted, tokens,
-                                    t_tokens - get("applied_tokens", 0), estimated))
+    c.requests = corrected(c.requests, r_limit, r_left, rpm, r_window,
+                           get(c, "requests_ledger", 0) - t_requests, admitted_at)
+    c.tokens = corrected(c.tokens, k_limit, k_left, tpm, k_window,
+                         get(c, "tokens_ledger", 0) - t_tokens, admitted_at)
+    if predicted ~= nil and c.tokens ~= nil then
+      local estimated = (t_estimates - get(c, "applied_estimates", 0))
+                        - (uncharged - get(c, "applied_uncharged", 0))
+      set(c, "token_scale", calibrated(get(c, "token_scale", 1), predicted, c.tokens,
+                                       t_tokens - get(c, "applied_tokens", 0), estimated))
     end
-    set("applied_tokens", t_tokens)
-    set("applied_estimates", t_estimates)
-    set("applied_uncharged", uncharged)
-    phase = "learned"
-    save()
-    announce(freed_probe, phase_before, requests_before, tokens_before)
-    return 1
-  end
-  if not has_headers and answered and phase == "probing" then
-    local without = get("answers_without_headers", 0) + 1
-    set("answers_without_headers", without)
+    set(c, "applied_tokens", t_tokens)
+    set(c, "applied_estimates", t_estimates)
+    set(c, "applied_uncharged", uncharged)
+    c.phase = "learned"
+  elseif r_limit == nil and k_limit == nil and answered and c.phase == "probing" then
+    local without = get(c, "answers_without_headers", 0) + 1
+    set(c, "answers_without_headers", without)
     if succeeded or without >= blind_after then
-      phase = "blind"
-      if rpm ~= nil then requests = {capacity = rpm, window = r_window, level = 0, at = now} end
-      if tpm ~= nil then tokens = {capacity = tpm, window = k_window, level = 0, at = now} end
+      c.phase = "blind"
+      if rpm ~= nil then c.requests = {capacity = rpm, window = r_window, level = 0, at = now} end
+      if tpm ~= nil then c.tokens = {capacity = tpm, window = k_window, level = 0, at = now} end
     end
   end
-  save()
-  announce(freed_probe, phase_before, requests_before, tokens_before)
-  return 0
+  c.dirty = true
+  if freed_probe or c.phase ~= phase_before or level_of(c.requests) > requests_before
+      or level_of(c.tokens) > tokens_before then
+    c.announce = true
+  end
+  return applied
 end
 
 -- cool_down: arg(1) seconds. Admit nothing on the key for that long from now.
-local function cool_down()
-  set("cool_down_until", math.max(get("cool_down_until", -math.huge), now + tonumber(arg(1))))
-  save()
+local function cool_down(c, arg)
+  set(c, "cool_down_until", math.max(get(c, "cool_down_until", -math.huge),
+                                     now + tonumber(arg(1))))
   return 1
 end
 
 -- tokens_exceeded: arg(1) seq of the refused attempt (throttle/limits.py, tokens_exceeded).
-local function tokens_exceeded()
-  if phase == "blind" and tonumber(arg(1)) > get("raised_after_seq", -1) then
-    set("token_scale", math.min(4.0, get("token_scale", 1) * 1.03))
-    set("raised_after_seq", get("next_seq", 0))
-    save()
+local function tokens_exceeded(c, arg)
+  if c.phase == "blind" and tonumber(arg(1)) > get(c, "raised_after_seq", -1) then
+    set(c, "token_scale", math.min(4.0, get(c, "token_scale", 1) * 1.03))
+    set(c, "raised_after_seq", get(c, "next_seq", 0))
   end
   return 1
 end
 
--- renew: arg(1) lease seconds, arg(2..) seqs. Extends the leases still live; returns how many.
-local function renew()
-  redis.call("ZREMRANGEBYSCORE", leases_key, "-inf", num(now))
-  local ends, renewed = num(now + tonumber(arg(1))), 0
-  for i = 2, #ARGV - 8 do
-    renewed = renewed + redis.call("ZADD", leases_key, "XX", "CH", ends, arg(i))
+-- renew: arg(1..n) seqs. Extends the leases still live by a lease from now; returns how many.
+local function renew(c, arg, n)
+  reclaim(c)
+  local ends, renewed = num(now + lease_seconds), 0
+  for i = 1, n do
+    renewed = renewed + redis.call("ZADD", c.leases_key, "XX", "CH", ends, arg(i))
   end
   return renewed
 end
 
 -- open_breaker: arg(1..5) status, code, type, message, request id. Returns 1 if it was closed
 -- for this run (one left by an earlier run is replaced).
-local function open_breaker()
-  local opened_at = redis.call("HGET", breaker_key, "opened_at")
-  if opened_at and tonumber(opened_at) >= started then return 0 end
+local function open_breaker(arg)
+  if open_breaker_reply() ~= nil then return 0 end
   local fields, message = {"opened_at", num(now)}, {"quota", identity}
   for i, field in ipairs(breaker_fields) do
     fields[#fields + 1] = field
@@ -308,10 +331,41 @@ local function open_breaker()
   return 1
 end
 
-if operation == "admit" then return admit() end
-if operation == "complete" then return complete() end
-if operation == "cool_down" then return cool_down() end
-if operation == "renew" then return renew() end
-if operation == "tokens_exceeded" then return tokens_exceeded() end
-if operation == "open_breaker" then return open_breaker() end
-return redis.error_reply("unknown operation " .. tostring(operation))
+local operations = {admit = true, complete = true, cool_down = true, renew = true,
+                    tokens_exceeded = true, open_breaker = true}
+local at = 12 + group_count
+while at <= #ARGV do  -- refuse a bad batch before anything in it has run
+  if not operations[ARGV[at]] then
+    return redis.error_reply("unknown operation " .. tostring(ARGV[at]))
+  end
+  at = at + 3 + tonumber(ARGV[at + 2])
+end
+
+local replies = {}
+at = 12 + group_count
+while at <= #ARGV do
+  local operation, g, n = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  local first = at + 2
+  local function arg(i) return ARGV[first + i] end
+  local reply
+  if operation == "open_breaker" then
+    reply = open_breaker(arg)
+  else
+    local c = context(g)
+    if operation == "admit" then reply = admit(c, arg, n)
+    elseif operation == "complete" then reply = complete(c, arg)
+    elseif operation == "cool_down" then reply = cool_down(c, arg)
+    elseif operation == "renew" then reply = renew(c, arg, n)
+    else reply = tokens_exceeded(c, arg) end
+  end
+  replies[#replies + 1] = reply
+  at = first + n + 1
+end
+
+for _, c in pairs(contexts) do
+  if c.dirty then save(c) end
+  if c.announce then
+    redis.call("PUBLISH", channel, cjson.encode({"capacity", identity, c.group, process}))
+  end
+end
+return replies

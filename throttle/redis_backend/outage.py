@@ -13,6 +13,7 @@ Pure: every method takes ``now`` (this process's monotonic seconds).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from throttle.backend import MemoryBackend
@@ -20,7 +21,7 @@ from throttle.errors import BackendUnavailableError, ConfigurationError
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
 from throttle.limit_settings import REDIS_FAILURE_POLICIES
-from throttle.reservation import Cost, Ticket
+from throttle.reservation import Admissions, Cost, Ticket
 
 FAIL_CLOSED, FAIL_OPEN = REDIS_FAILURE_POLICIES
 
@@ -130,12 +131,12 @@ class LocalFallback(MemoryBackend):
         """Return whether this fallback admitted ``ticket`` (and has not had it back)."""
         return self._issued.get(id(ticket)) is ticket
 
-    async def try_admit(self, key: BucketKey, cost: Cost) -> Ticket | float:
+    async def try_admit(self, key: BucketKey, costs: Sequence[Cost]) -> Admissions:
         """See :meth:`throttle.LimitBackend.try_admit`."""
-        result = await super().try_admit(key, cost)
-        if isinstance(result, Ticket):
-            self._issued[id(result)] = result
-        return result
+        admissions = await super().try_admit(key, costs)
+        for ticket in admissions.tickets:
+            self._issued[id(ticket)] = ticket
+        return admissions
 
     async def complete(
         self,

@@ -8,7 +8,7 @@ from typing import Any
 from throttle.errors import ErrorDetails, QuotaExhaustedError, RequestTooLargeError
 from throttle.headers import LimitReading, RateLimitSnapshot
 from throttle.limit_settings import AdmissionPolicy, Limits
-from throttle.reservation import Cost, Ticket
+from throttle.reservation import Admissions, Cost, Ticket
 
 
 def text(value: bytes | str | int) -> str:
@@ -21,15 +21,28 @@ def number(value: bytes | str | int) -> float:
     return float(text(value))
 
 
-def ticket_of(reply: Sequence[Any], cost: Cost) -> Ticket:
-    """Build the ticket of an ``admit`` reply ``{"ticket", seq, admitted_at, ledgers.., probe}``."""
-    seq, admitted_at, requests_ledger, tokens_ledger, estimates_ledger = (
-        number(value) for value in reply[1:6]
-    )
-    probe = number(reply[6]) == 1
-    return Ticket(
-        int(seq), admitted_at, cost, requests_ledger, tokens_ledger, estimates_ledger, probe
-    )
+def tickets_of(fields: Sequence[Any], costs: Sequence[Cost]) -> list[Ticket]:
+    """Build the tickets of an ``admit`` reply, one per six fields, for the first costs.
+
+    The fields of each: seq, admitted_at, the three ledgers, probe (1 or 0).
+    """
+    tickets = []
+    for at, cost in zip(range(0, len(fields), 6), costs, strict=False):
+        seq, admitted_at, requests_ledger, tokens_ledger, estimates_ledger, probe = (
+            number(value) for value in fields[at : at + 6]
+        )
+        tickets.append(
+            Ticket(
+                int(seq),
+                admitted_at,
+                cost,
+                requests_ledger,
+                tokens_ledger,
+                estimates_ledger,
+                probe == 1,
+            )
+        )
+    return tickets
 
 
 def too_large_error(reply: Sequence[Any]) -> RequestTooLargeError:
@@ -64,7 +77,6 @@ def complete_args(
     ticket: Ticket,
     snapshot: RateLimitSnapshot | None,
     ceiling: Limits,
-    blind_after: int,
     *,
     answered: bool,
     succeeded: bool,
@@ -85,36 +97,40 @@ def complete_args(
         "" if ceiling.tpm is None else repr(ceiling.tpm),
         repr(ceiling.requests_window_seconds),
         repr(ceiling.tokens_window_seconds),
-        str(blind_after),
     ]
 
 
-def admit_args(cost: Cost, policy: AdmissionPolicy) -> list[str]:
-    """The arguments of the ``admit`` operation."""
+def policy_args(policy: AdmissionPolicy) -> list[str]:
+    """The admission policy, in the order ``limits.lua`` reads it (ARGV[7..10])."""
     return [
-        repr(cost.tokens),
-        repr(cost.requests),
         repr(policy.reserve_fraction),
         str(policy.probe_concurrency),
         repr(policy.lease_seconds),
+        str(policy.blind_after),
     ]
 
 
-def admission_of(reply: Sequence[Any], cost: Cost, longest_wait: float) -> Ticket | float:
-    """Read an ``admit`` reply: the ticket, or seconds to wait (at most ``longest_wait``).
+def admit_args(costs: Sequence[Cost]) -> list[str]:
+    """The arguments of the ``admit`` operation: tokens and requests of each cost."""
+    return [repr(amount) for cost in costs for amount in (cost.tokens, cost.requests)]
+
+
+def admissions_of(reply: Sequence[Any], costs: Sequence[Cost], longest_wait: float) -> Admissions:
+    """Read an ``admit`` reply ``{tickets, stop}``; a wait is at most ``longest_wait``.
 
     Raises:
-        RequestTooLargeError: the reply says the cost exceeds the whole bucket.
-        QuotaExhaustedError: the reply says the identity's breaker is open.
+        RequestTooLargeError: the first cost exceeds the whole bucket.
+        QuotaExhaustedError: the identity's breaker is open.
     """
-    kind = text(reply[0])
+    tickets, stop = tickets_of(reply[0], costs), reply[1]
+    kind = text(stop[0]) if stop else ""
     if kind == "wait":
-        return min(number(reply[1]), longest_wait)
-    if kind == "too_large":
-        raise too_large_error(reply)
+        return Admissions(tickets, min(number(stop[1]), longest_wait))
     if kind == "quota":
-        raise quota_error(reply)
-    return ticket_of(reply, cost)
+        raise quota_error(stop)
+    if kind == "too_large" and not tickets:
+        raise too_large_error(stop)
+    return Admissions(tickets)
 
 
 def breaker_args(details: ErrorDetails) -> list[str]:
