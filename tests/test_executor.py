@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from throttle import ErrorDetails, JobAbortedError
+from throttle import BucketKey, ErrorDetails, JobAbortedError
+from throttle.admission import KeyLoad
 from throttle.errors import APIStatusError
 from throttle.events import EventHub, EventListener
 from throttle.executor import JobLine, LineResult
@@ -37,6 +38,10 @@ class BodyExecutor:
     def subscribe(self, listener: EventListener) -> Callable[[], None]:
         """Listeners get nothing: this executor sends no requests."""
         return self.events.subscribe(listener)
+
+    def load(self) -> Mapping[BucketKey, KeyLoad]:
+        """Nothing waits: each line is answered at once."""
+        return {}
 
     async def execute(self, line: JobLine) -> LineResult | None:
         """Answer from the body."""

@@ -27,6 +27,7 @@ EXPECTED = {
     "Limits",
     "LimitsObserved",
     "MemoryBackend",
+    "PrometheusMetrics",
     "QuotaBreakerOpened",
     "QuotaBreakerReset",
     "QuotaExhaustedError",
@@ -52,6 +53,7 @@ EXPECTED = {
     "estimate_tokens",
     "parse_duration",
     "parse_rate_limit_headers",
+    "serve_metrics",
     "wrap_openai",
 }
 

@@ -78,6 +78,7 @@ __all__ = [
     "Limits",
     "LimitsObserved",
     "MemoryBackend",
+    "PrometheusMetrics",
     "QuotaBreakerOpened",
     "QuotaBreakerReset",
     "QuotaExhaustedError",
@@ -103,12 +104,20 @@ __all__ = [
     "estimate_tokens",
     "parse_duration",
     "parse_rate_limit_headers",
+    "serve_metrics",
     "wrap_openai",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    """Load ``wrap_openai`` on first use, so ``import throttle`` needs no openai installed."""
+    """Load ``wrap_openai`` and the metrics on first use: ``import throttle`` stays light.
+
+    (``wrap_openai`` needs the openai extra; the metrics import prometheus-client.)
+    """
+    if name in ("PrometheusMetrics", "serve_metrics"):
+        from throttle import metrics  # noqa: PLC0415 - lazy on purpose
+
+        return getattr(metrics, name)
     if name == "wrap_openai":
         try:
             from throttle.adapters.openai_sdk import wrap_openai  # noqa: PLC0415 - lazy on purpose

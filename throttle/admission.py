@@ -40,6 +40,14 @@ class _Waiter:
     future: asyncio.Future[Ticket] = field(compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyLoad:
+    """How busy one key is: attempts waiting for admission, and admitted ones not answered."""
+
+    queued: int
+    in_flight: int
+
+
 class _KeyQueue:
     def __init__(self) -> None:
         self.heap: list[_Waiter] = []
@@ -73,6 +81,16 @@ class Admission:
     def waiting(self) -> int:
         """Return how many attempts are queued over all keys."""
         return sum(_queued(q) for q in self._queues.values())
+
+    def load(self) -> dict[BucketKey, KeyLoad]:
+        """Return each key's load (keys with nothing queued or in flight are left out).
+
+        Safe from another thread (a metrics server's): it reads copies taken in one step.
+        """
+        loads = {key: KeyLoad(n, 0) for key, q in list(self._queues.items()) if (n := _queued(q))}
+        for key, held in list(self._held.items()):
+            loads[key] = KeyLoad(loads[key].queued if key in loads else 0, len(held))
+        return loads
 
     async def admit(self, key: BucketKey, cost: Cost, priority: int, seq: int) -> Ticket:
         """Wait until ``key``'s buckets have room for ``cost``, then return the ticket.

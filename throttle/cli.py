@@ -91,6 +91,9 @@ async def _run(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
         on_event=metrics,
     )
+    if metrics is not None:
+        metrics.watch_load(runner.load)
+        metrics.watch_job(runner.progress)
     status = await runner.run()
     print(runner.progress.summary(), file=sys.stderr)
     if runner.fatal:

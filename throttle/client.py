@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
+from throttle.admission import KeyLoad
 from throttle.answer import Answer, answer_of_call, answer_of_error
 from throttle.backend import LimitBackend
 from throttle.errors import (
@@ -150,6 +151,10 @@ class Throttle:
         """Return how many requests wait for room in their buckets."""
         return self._scheduler.waiting()
 
+    def load(self) -> dict[BucketKey, KeyLoad]:
+        """Return, per busy key, the attempts waiting for room and those sent, unanswered."""
+        return self._scheduler.load()
+
     async def submit(self, request: ScheduledRequest[T]) -> T:
         """Send a prepared request through the scheduler (the seam the adapters use).
 
@@ -161,9 +166,9 @@ class Throttle:
         """
         return await self._scheduler.submit(request)
 
-    def record_usage(self, key: BucketKey, usage: object) -> None:
-        """Report the ``usage`` object a stream carried at its end, for metrics."""
-        self._scheduler.record_usage(key, usage)
+    def record_usage(self, key: BucketKey, usage: object, estimated: int | None = None) -> None:
+        """Report the ``usage`` object a stream carried at its end (and its estimate)."""
+        self._scheduler.record_usage(key, usage, estimated)
 
     async def post(
         self,

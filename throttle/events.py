@@ -14,6 +14,7 @@ from throttle.classify import Verdict
 from throttle.estimate import TokenEstimate
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
+from throttle.outcomes import RequestOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class AttemptFinished:
         status: HTTP status, ``None`` when no answer arrived.
         latency_seconds: time from sending to the answer.
         request_id: the server's ``x-request-id``, when it sent one.
+        limit: for a 429 ``rate_limit_exceeded``, the limit it names (see
+            :func:`throttle.outcomes.rate_limit_kind`); else ``None``.
     """
 
     key: BucketKey
@@ -54,6 +57,7 @@ class AttemptFinished:
     status: int | None
     latency_seconds: float
     request_id: str | None = None
+    limit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +94,14 @@ class RequestFinished:
         attempts: how many times it was sent.
         error_type: the class name of the error that ended it, ``None`` on success.
         elapsed_seconds: time from submission to the end.
+        outcome: how it ended, in the bounded words of :class:`RequestOutcome`.
     """
 
     key: BucketKey
     attempts: int
     error_type: str | None
     elapsed_seconds: float
+    outcome: RequestOutcome = RequestOutcome.SUCCESS
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +112,14 @@ class UsageReported:
         key: the bucket of the request.
         prompt_tokens: input tokens the server counted.
         completion_tokens: output tokens the server counted.
+        estimated_tokens: what the request was estimated at before it was sent (``None``
+            when unknown).
     """
 
     key: BucketKey
     prompt_tokens: int
     completion_tokens: int
+    estimated_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from throttle.admission import KeyLoad
 from throttle.errors import ThrottleError
 from throttle.events import EventListener
+from throttle.keys import BucketKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,10 @@ class Executor(Protocol):
 
     def subscribe(self, listener: EventListener) -> Callable[[], None]:
         """Tell ``listener`` every event of the lines' requests; return the unsubscriber."""
+        ...
+
+    def load(self) -> Mapping[BucketKey, KeyLoad]:
+        """Per busy key, the requests waiting to be sent and those sent, unanswered."""
         ...
 
     async def execute(self, line: JobLine) -> LineResult | None:

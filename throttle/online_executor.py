@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from throttle.admission import KeyLoad
 from throttle.client import Throttle
 from throttle.errors import (
     APIStatusError,
@@ -14,6 +15,7 @@ from throttle.errors import (
 )
 from throttle.events import EventListener
 from throttle.executor import JobLine, LineResult
+from throttle.keys import BucketKey
 
 FATAL_STATUSES = frozenset({401, 403})  # the key or URL is wrong: every other line would fail
 
@@ -40,6 +42,10 @@ class OnlineExecutor:
     def subscribe(self, listener: EventListener) -> Callable[[], None]:
         """See :meth:`throttle.executor.Executor.subscribe`."""
         return self._throttle.events.subscribe(listener)
+
+    def load(self) -> Mapping[BucketKey, KeyLoad]:
+        """See :meth:`throttle.executor.Executor.load`."""
+        return self._throttle.load()
 
     async def execute(self, line: JobLine) -> LineResult | None:
         """See :meth:`throttle.executor.Executor.execute`.

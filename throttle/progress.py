@@ -100,16 +100,21 @@ class Progress:
             f"{rate:,.0f}{limit} TPM, {tally.server_429} x 429, ETA {self._eta()}"
         )
 
-    def _eta(self) -> str:
+    def eta_seconds(self) -> float | None:
+        """Seconds left at this run's pace so far; ``None`` before a line of this run ended."""
         tally = self.tally
-        this_run = tally.succeeded + sum(tally.failed.values())
+        this_run = tally.succeeded + sum(list(tally.failed.values()))
         left = tally.total - tally.finished
-        elapsed = time.monotonic() - tally.started
         if left <= 0:
-            return "0s"
+            return 0.0
         if this_run == 0:
+            return None
+        return (time.monotonic() - tally.started) / this_run * left
+
+    def _eta(self) -> str:
+        seconds = self.eta_seconds()
+        if seconds is None:
             return "?"
-        seconds = elapsed / this_run * left
         return f"{seconds / 60:.0f}m{seconds % 60:02.0f}s" if seconds >= 60 else f"{seconds:.0f}s"
 
     def show(self, *, every: float) -> None:

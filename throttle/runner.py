@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from throttle.admission import KeyLoad
 from throttle.client import Throttle
 from throttle.errors import APIStatusError, JobAbortedError, RetryExhaustedError
 from throttle.events import EventListener
@@ -29,6 +31,7 @@ from throttle.jobfile import (
     parse_line,
     read_lines,
 )
+from throttle.keys import BucketKey
 from throttle.limit_settings import Limits
 from throttle.online_executor import OnlineExecutor
 from throttle.progress import JobTally, Progress
@@ -134,6 +137,10 @@ class JobRunner:
 
     def __repr__(self) -> str:
         return f"JobRunner({self.options.input} -> {self.options.output}, {self.tally!r})"
+
+    def load(self) -> Mapping[BucketKey, KeyLoad]:
+        """Per busy key, the requests waiting to be sent and those sent, unanswered."""
+        return self._executor.load()
 
     async def run(self) -> int:
         """Run the job; return the exit status (0, 1, 2 or 130).

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
-from throttle.admission import Admission
+from throttle.admission import Admission, KeyLoad
 from throttle.answer import Answer, read_usage
 from throttle.backend import LimitBackend
 from throttle.breaker import QuotaBreakers
@@ -44,6 +44,7 @@ from throttle.events import (
     UsageReported,
 )
 from throttle.keys import BucketKey
+from throttle.outcomes import outcome_of, rate_limit_kind
 from throttle.reservation import Cost, Ticket
 from throttle.retry import Finish, Retry, RetryPolicy
 
@@ -123,7 +124,7 @@ class Scheduler:
             ThrottleError: the subclass that names what ended the request.
         """
         started, seq, attempts = self._clock.now(), next(self._sequence), _Attempts()
-        ended_by: str | None = None
+        ended_by: BaseException | None = None
         try:
             async with self._clock.timeout(request.deadline) as scope:
                 while True:
@@ -131,24 +132,30 @@ class Scheduler:
                     outcome = await self._send(request, ticket)
                     await self._settle(request.key, ticket, outcome, attempts.count)
                     decision = self._retry.decide(outcome, attempts.count)
-                    self._record(request.key, attempts, outcome, decision)
+                    self._record(request, attempts, outcome, decision)
                     if isinstance(decision, Finish):
                         return self._finish(decision, attempts.count)
                     await self._pause(request.key.identity, decision.after)
         except TimeoutError as timeout:
             if request.deadline is None or not scope.expired():
-                ended_by = type(timeout).__name__
+                ended_by = timeout
                 raise
-            ended_by = DeadlineExceededError.__name__
-            raise DeadlineExceededError(
-                request.deadline, attempts.count, attempts.last_error
-            ) from timeout
+            ended_by = DeadlineExceededError(request.deadline, attempts.count, attempts.last_error)
+            raise ended_by from timeout
         except BaseException as error:
-            ended_by = type(error).__name__
+            ended_by = error
             raise
         finally:
             elapsed = self._clock.now() - started
-            self._events.emit(RequestFinished(request.key, attempts.count, ended_by, elapsed))
+            self._events.emit(
+                RequestFinished(
+                    request.key,
+                    attempts.count,
+                    None if ended_by is None else type(ended_by).__name__,
+                    elapsed,
+                    outcome_of(ended_by),
+                )
+            )
 
     async def _admit(self, request: ScheduledRequest[T], seq: int, attempts: _Attempts) -> Ticket:
         """Wait for room in the buckets; refuse at once if the credential is out of quota."""
@@ -207,22 +214,34 @@ class Scheduler:
 
     def _record(
         self,
-        key: BucketKey,
+        request: ScheduledRequest[T],
         attempts: _Attempts,
         outcome: Outcome[T],
         decision: Retry | Finish[T],
     ) -> None:
         """Emit what the attempt came to: its answer, its usage, and a retry if one follows."""
-        latency, count = self._clock.now() - attempts.sent_at, attempts.count
+        key, latency, count = request.key, self._clock.now() - attempts.sent_at, attempts.count
         if isinstance(outcome, Answer):
-            verdict = outcome.classification.verdict
+            failure = outcome.error
+            limit = rate_limit_kind(failure) if isinstance(failure, RateLimitError) else None
             self._events.emit(
-                AttemptFinished(key, count, verdict, outcome.status, latency, outcome.request_id)
+                AttemptFinished(
+                    key,
+                    count,
+                    outcome.classification.verdict,
+                    outcome.status,
+                    latency,
+                    outcome.request_id,
+                    limit,
+                )
             )
             if outcome.usage is not None:
                 usage = outcome.usage
-                self._events.emit(UsageReported(key, usage.prompt_tokens, usage.completion_tokens))
-            failure = outcome.error
+                self._events.emit(
+                    UsageReported(
+                        key, usage.prompt_tokens, usage.completion_tokens, request.estimate.total
+                    )
+                )
         else:
             self._events.emit(AttemptFinished(key, count, Verdict.TRANSPORT_ERROR, None, latency))
             failure = outcome
@@ -265,11 +284,13 @@ class Scheduler:
         self._events.emit(BackendAvailabilityChanged(problem))
         self._admission.wake()
 
-    def record_usage(self, key: BucketKey, usage: object) -> None:
+    def record_usage(self, key: BucketKey, usage: object, estimated: int | None = None) -> None:
         """Report the ``usage`` a stream carried at its end (after its request finished)."""
         counts = read_usage(usage)
         if counts is not None:
-            self._events.emit(UsageReported(key, counts.prompt_tokens, counts.completion_tokens))
+            self._events.emit(
+                UsageReported(key, counts.prompt_tokens, counts.completion_tokens, estimated)
+            )
 
     def quota_error(self, identity: str) -> QuotaExhaustedError | None:
         """Return the error requests on ``identity`` get while its quota breaker is open."""
@@ -283,6 +304,10 @@ class Scheduler:
         await self._backend.reset_breaker(identity)
         for name in [identity] if identity is not None else self._breakers.open_identities():
             self.breaker_changed(name, None)
+
+    def load(self) -> dict[BucketKey, KeyLoad]:
+        """Return each busy key's attempts queued and in flight."""
+        return self._admission.load()
 
     def waiting(self) -> int:
         """Return how many attempts are queued for admission."""

@@ -148,7 +148,9 @@ def throttle_middleware(throttle: Throttle, *, priority: int = 0) -> Any:
                     response.content,
                     first,
                     StreamWatcher(),
-                    lambda done: throttle.record_usage(metering.key, done.usage),
+                    lambda done: throttle.record_usage(
+                        metering.key, done.usage, metering.estimate.total
+                    ),
                     what,
                 )
                 response.content = content  # type: ignore[assignment] # reading API stand-in

@@ -127,7 +127,9 @@ class TransportCore:
                 opened.first,
                 opened.rest,
                 watcher,
-                lambda done: self.throttle.record_usage(metering.key, done.usage),
+                lambda done: self.throttle.record_usage(
+                    metering.key, done.usage, metering.estimate.total
+                ),
                 failures=self.failures,
                 what=self._what(request),
             )
