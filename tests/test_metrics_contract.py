@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 from prometheus_client import generate_latest
 
+from tests.metric_names import documented_metrics
 from throttle import BucketKey, TokenEstimate
 from throttle.admission import KeyLoad
 from throttle.classify import Verdict
@@ -25,19 +23,7 @@ from throttle.keys import credential_identity
 from throttle.metrics import PrometheusMetrics
 from throttle.progress import JobTally, Progress
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 CANARY = "sk-canary-0123456789abcdefghijklmnopqrstuvwxyz"
-ROW = re.compile(r"^\| `(throttle_\w+)` \| (\w+) \|\s*([\w, ]*?)\s*\|")
-
-
-def documented() -> dict[str, tuple[str, frozenset[str]]]:
-    """Each metric of docs/metrics.md's table: its type and label names."""
-    rows = (ROW.match(line) for line in DOC.read_text(encoding="utf-8").splitlines())
-    return {
-        m.group(1): (m.group(2), frozenset(n.strip() for n in m.group(3).split(",") if n.strip()))
-        for m in rows
-        if m is not None
-    }
 
 
 def busy_metrics() -> PrometheusMetrics:
@@ -69,7 +55,9 @@ def test_every_exported_metric_is_documented_with_its_type_and_labels() -> None:
         name = f"{family.name}_total" if family.type == "counter" else family.name
         labels = {label for s in family.samples for label in s.labels if label != "le"}
         exported[name] = (family.type, frozenset(labels))
-    assert exported == documented()
+    assert exported == {
+        metric.name: (metric.kind, metric.labels) for metric in documented_metrics().values()
+    }
 
 
 def test_no_api_key_reaches_a_label_or_the_metric_text() -> None:
