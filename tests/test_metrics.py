@@ -20,6 +20,7 @@ from throttle.errors import (
     StreamTruncatedError,
 )
 from throttle.events import AttemptFinished, RequestFinished, UsageReported
+from throttle.metric_series import Distribution
 from throttle.metrics import PrometheusMetrics, serve_metrics
 from throttle.outcomes import RequestOutcome, outcome_of, rate_limit_kind
 from throttle.progress import JobTally, Progress
@@ -164,3 +165,13 @@ def test_metrics_are_served_over_http() -> None:
     url = f"http://127.0.0.1:{port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         assert b"throttle_queued" in response.read()
+
+
+def test_a_value_on_a_bucket_bound_counts_in_that_bucket() -> None:
+    """Prometheus buckets are "less than or equal": 0.5 is in le=0.5, 0.51 is not."""
+    distribution = Distribution((0.5, 1.0))
+    for value in (0.5, 0.51, 7.0):
+        distribution.observe(value)
+    buckets, total = distribution.cumulative()
+    assert buckets == [("0.5", 1.0), ("1.0", 2.0), ("+Inf", 3.0)]
+    assert total == 8.01
