@@ -175,3 +175,13 @@ def test_a_value_on_a_bucket_bound_counts_in_that_bucket() -> None:
     buckets, total = distribution.cumulative()
     assert buckets == [("0.5", 1.0), ("1.0", 2.0), ("+Inf", 3.0)]
     assert total == 8.01
+
+
+def test_a_models_counters_start_at_zero_for_every_known_label_value() -> None:
+    """So rate() sees a model's first 429 or first failure: it needs a sample before it."""
+    metrics = PrometheusMetrics()
+    metrics(RequestFinished(KEY, 1, None, 0.1))
+    text = exported(metrics)
+    assert 'throttle_rate_limited_total{limit="slow_down",model="gpt-4o"} 0.0' in text
+    assert 'throttle_requests_total{model="gpt-4o",outcome="quota_exhausted"} 0.0' in text
+    assert 'throttle_attempts_total{model="gpt-4o",verdict="server_error"} 0.0' in text

@@ -14,11 +14,19 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from throttle.classify import Verdict
+from throttle.outcomes import RequestOutcome
+
 DURATION_BUCKETS = (
     *(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
     *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
 )
 RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0)
+# Label values every model shows from its first event, at 0: a counter's first increase is
+# then seen by rate() and increase(), which need a sample before it.
+OUTCOMES = tuple(RequestOutcome)
+VERDICTS = tuple(Verdict)
+LIMITS = ("requests", "tokens", "daily", "slow_down", "unknown")
 
 
 class Distribution:
@@ -69,10 +77,10 @@ class ModelSeries:
         estimate_ratio, admission_wait, attempt_duration, request_duration: distributions.
     """
 
-    requests: Counter[str] = field(default_factory=Counter)
-    attempts: Counter[str] = field(default_factory=Counter)
+    requests: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(OUTCOMES, 0)))
+    attempts: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(VERDICTS, 0)))
     retries: Counter[str] = field(default_factory=Counter)
-    rate_limited: Counter[str] = field(default_factory=Counter)
+    rate_limited: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(LIMITS, 0)))
     estimated_tokens: float = 0.0
     inexact_estimates: float = 0.0
     usage_tokens: Counter[str] = field(default_factory=Counter)
