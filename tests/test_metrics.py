@@ -137,10 +137,10 @@ def test_a_job_exports_its_lines_and_time_left() -> None:
     assert "throttle_job_eta_seconds " in text
 
 
-def test_the_estimate_ratio_is_reported_used_over_estimated() -> None:
-    """An answer that used 50 of 100 estimated tokens lands in the 0.5 bucket."""
+def test_the_estimate_ratio_is_prompt_tokens_counted_over_estimated() -> None:
+    """A prompt counted 50 where 100 were estimated lands in the 0.5 bucket (output aside)."""
     metrics = PrometheusMetrics()
-    metrics(UsageReported(KEY, 30, 20, 100))
+    metrics(UsageReported(KEY, 50, 400, 100))
     metrics(UsageReported(KEY, 30, 20))  # no estimate known: no ratio
     text = exported(metrics)
     assert 'throttle_token_estimate_ratio_bucket{le="0.5",model="gpt-4o"} 1.0' in text
@@ -185,3 +185,4 @@ def test_a_models_counters_start_at_zero_for_every_known_label_value() -> None:
     assert 'throttle_rate_limited_total{limit="slow_down",model="gpt-4o"} 0.0' in text
     assert 'throttle_requests_total{model="gpt-4o",outcome="quota_exhausted"} 0.0' in text
     assert 'throttle_attempts_total{model="gpt-4o",verdict="server_error"} 0.0' in text
+    assert 'throttle_quota_breaker_open{identity="key-hash"} 0.0' in text

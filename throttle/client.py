@@ -167,7 +167,7 @@ class Throttle:
         return await self._scheduler.submit(request)
 
     def record_usage(self, key: BucketKey, usage: object, estimated: int | None = None) -> None:
-        """Report the ``usage`` object a stream carried at its end (and its estimate)."""
+        """Report the ``usage`` object a stream carried at its end (and its prompt estimate)."""
         self._scheduler.record_usage(key, usage, estimated)
 
     async def post(

@@ -112,14 +112,14 @@ class UsageReported:
         key: the bucket of the request.
         prompt_tokens: input tokens the server counted.
         completion_tokens: output tokens the server counted.
-        estimated_tokens: what the request was estimated at before it was sent (``None``
+        estimated_prompt_tokens: the prompt tokens estimated before it was sent (``None``
             when unknown).
     """
 
     key: BucketKey
     prompt_tokens: int
     completion_tokens: int
-    estimated_tokens: int | None = None
+    estimated_prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

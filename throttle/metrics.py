@@ -149,6 +149,8 @@ class PrometheusMetrics:
         elif isinstance(event, RequestFinished):
             series = self._series.get(event.key.group) or self.series(event.key.group)
             series.requests[event.outcome] += 1
+            if event.key.identity not in self.breakers:  # closed, from its first request on
+                self.breakers[event.key.identity] = 0.0
             took = series.request_duration
             took.counts[bisect_left(took.bounds, event.elapsed_seconds)] += 1
             took.total += event.elapsed_seconds
@@ -162,9 +164,8 @@ class PrometheusMetrics:
         series = self.series(event.key.group)
         series.usage_tokens["prompt"] += event.prompt_tokens
         series.usage_tokens["completion"] += event.completion_tokens
-        if event.estimated_tokens:
-            used = event.prompt_tokens + event.completion_tokens
-            series.estimate_ratio.observe(used / event.estimated_tokens)
+        if event.estimated_prompt_tokens:
+            series.estimate_ratio.observe(event.prompt_tokens / event.estimated_prompt_tokens)
 
     def _limits(self, event: LimitsObserved) -> None:
         series = self.series(event.key.group)

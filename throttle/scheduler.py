@@ -192,25 +192,29 @@ class Scheduler:
     async def _settle(
         self, key: BucketKey, ticket: Ticket, outcome: Outcome[T], attempt: int
     ) -> None:
-        """Hand the reservation back with what the answer said; pause the key or stop it."""
+        """Pause the key or stop it as the answer says; then hand the reservation back.
+
+        In that order: a waiter (here, or in another process sharing the backend) woken by
+        the hand-back must already find the key cooling down or its breaker open.
+        """
         answer = outcome if isinstance(outcome, Answer) else None
         error = outcome if answer is None else answer.error
         snapshot = answer.snapshot if answer is not None else None
         answered = answer is not None
-        if isinstance(error, RateLimitError) and error.limit_type == "tokens":
-            await self._admission.tokens_exceeded(key, ticket)  # before the ticket is gone
-        applied = await self._admission.release(
-            key, ticket, snapshot, answered=answered, succeeded=answered and error is None
-        )
-        if applied and snapshot is not None:
-            self._events.emit(LimitsObserved(key, snapshot))
         if isinstance(error, RateLimitError):
+            if error.limit_type == "tokens":
+                await self._admission.tokens_exceeded(key, ticket)  # before the ticket is gone
             pause = self._retry.rate_limit_pause(error, attempt)
             if pause is not None:
                 await self._admission.cool_down(key, pause)
         elif isinstance(error, QuotaExhaustedError):
             self.breaker_changed(key.identity, error.details)  # here at once, then everywhere
             await self._backend.open_breaker(key.identity, error.details)
+        applied = await self._admission.release(
+            key, ticket, snapshot, answered=answered, succeeded=answered and error is None
+        )
+        if applied and snapshot is not None:
+            self._events.emit(LimitsObserved(key, snapshot))
 
     def _record(
         self,
@@ -239,7 +243,7 @@ class Scheduler:
                 usage = outcome.usage
                 self._events.emit(
                     UsageReported(
-                        key, usage.prompt_tokens, usage.completion_tokens, request.estimate.total
+                        key, usage.prompt_tokens, usage.completion_tokens, request.estimate.prompt
                     )
                 )
         else:

@@ -149,7 +149,7 @@ def throttle_middleware(throttle: Throttle, *, priority: int = 0) -> Any:
                     first,
                     StreamWatcher(),
                     lambda done: throttle.record_usage(
-                        metering.key, done.usage, metering.estimate.total
+                        metering.key, done.usage, metering.estimate.prompt
                     ),
                     what,
                 )

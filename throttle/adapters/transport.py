@@ -128,7 +128,7 @@ class TransportCore:
                 opened.rest,
                 watcher,
                 lambda done: self.throttle.record_usage(
-                    metering.key, done.usage, metering.estimate.total
+                    metering.key, done.usage, metering.estimate.prompt
                 ),
                 failures=self.failures,
                 what=self._what(request),

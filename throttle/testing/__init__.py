@@ -1,6 +1,7 @@
 """Testing tools for throttle's users: a simulated OpenAI API and a hand-driven clock.
 
-``throttle.testing.redis_server`` starts a real redis-server on a loopback port.
+``throttle.testing.redis_server`` starts a real redis-server on a loopback port, and
+``throttle.testing.prometheus_server`` a real Prometheus that scrapes loopback targets.
 """
 
 from throttle.testing.manual_clock import ManualClock
