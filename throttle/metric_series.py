@@ -3,14 +3,14 @@
 prometheus-client's own Counter and Histogram take a lock and look up a label tuple on every
 update; at tens of thousands of events per second that cost a third of the scheduler's
 throughput. Events all arrive on the event loop's thread, so plain ``+=`` on these objects
-is enough, and ``throttle.metrics`` turns them into metric families only when Prometheus
+is enough (on plain dicts, which CPython's specialised opcodes handle fastest), and
+``throttle.metrics`` turns them into metric families only when Prometheus
 scrapes (copying each dict in one step, which the GIL makes atomic).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +27,7 @@ RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0)
 OUTCOMES = tuple(RequestOutcome)
 VERDICTS = tuple(Verdict)
 LIMITS = ("requests", "tokens", "daily", "slow_down", "unknown")
+USAGE = ("prompt", "completion")
 
 
 class Distribution:
@@ -77,13 +78,13 @@ class ModelSeries:
         estimate_ratio, admission_wait, attempt_duration, request_duration: distributions.
     """
 
-    requests: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(OUTCOMES, 0)))
-    attempts: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(VERDICTS, 0)))
-    retries: Counter[str] = field(default_factory=Counter)
-    rate_limited: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(LIMITS, 0)))
+    requests: dict[str, float] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0.0))
+    attempts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(VERDICTS, 0.0))
+    retries: dict[str, float] = field(default_factory=dict)
+    rate_limited: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LIMITS, 0.0))
     estimated_tokens: float = 0.0
     inexact_estimates: float = 0.0
-    usage_tokens: Counter[str] = field(default_factory=Counter)
+    usage_tokens: dict[str, float] = field(default_factory=lambda: dict.fromkeys(USAGE, 0.0))
     limits: dict[str, float] = field(default_factory=dict)
     remaining: dict[str, float] = field(default_factory=dict)
     estimate_ratio: Distribution = field(default_factory=lambda: Distribution(RATIO_BUCKETS))

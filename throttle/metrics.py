@@ -145,7 +145,8 @@ class PrometheusMetrics:
             took.counts[bisect_left(took.bounds, event.latency_seconds)] += 1
             took.total += event.latency_seconds
             if event.verdict is Verdict.RATE_LIMITED:
-                series.rate_limited[event.limit or "unknown"] += 1
+                limit = event.limit or "unknown"
+                series.rate_limited[limit] = series.rate_limited.get(limit, 0.0) + 1
         elif isinstance(event, RequestFinished):
             series = self._series.get(event.key.group) or self.series(event.key.group)
             series.requests[event.outcome] += 1
@@ -158,7 +159,8 @@ class PrometheusMetrics:
             self._record[type(event)](event)
 
     def _retried(self, event: RetryScheduled) -> None:
-        self.series(event.key.group).retries[event.reason] += 1
+        retries = self.series(event.key.group).retries
+        retries[event.reason] = retries.get(event.reason, 0.0) + 1
 
     def _used(self, event: UsageReported) -> None:
         series = self.series(event.key.group)
