@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from throttle.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobRunner, RunOptions
 from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
@@ -109,8 +111,10 @@ async def test_running_again_sends_nothing_that_already_has_a_result(tmp_path: P
     assert len(results(tmp_path / "results.jsonl")) == 10
 
 
-async def test_retry_failed_reruns_only_error_lines_once_each(tmp_path: Path) -> None:
-    """Error results are redone with --retry-failed and replaced, never duplicated."""
+async def test_retry_failed_reruns_only_error_lines_once_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain rerun says how many errors it keeps and how to retry them; --retry-failed does."""
     write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(6)])
     async with SimulatedAPI(fast()) as sim:
         sim.inject("server_error", 9)  # the first three requests fail all 3 attempts
@@ -122,6 +126,8 @@ async def test_retry_failed_reruns_only_error_lines_once_each(tmp_path: Path) ->
         ).run()
     records = results(tmp_path / "results.jsonl")
     assert (plain, retried) == (EXIT_FAILED, EXIT_OK)
+    assert "3 lines of" in caplog.text
+    assert "add --retry-failed to retry them" in caplog.text
     assert sorted(r["index"] for r in records) == list(range(6))
     assert all("response" in r for r in records)
 
@@ -316,3 +322,77 @@ async def test_azure_deployment_urls_work_with_their_query_string(tmp_path: Path
     records = results(tmp_path / "results.jsonl")
     assert status == EXIT_OK
     assert [r["response"]["model"] for r in records] == ["my-4o"] * 3
+
+
+async def serve(answers: list[tuple[int, dict[str, Any]]]) -> tuple[web.AppRunner, str]:
+    """A server on 127.0.0.1 answering every POST with `answers` in turn (the last repeats)."""
+    received: list[int] = []
+
+    async def answer(_request: web.Request) -> web.Response:
+        status, body = answers[min(len(received), len(answers) - 1)]
+        received.append(status)
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/v1"
+
+
+INVALID_URL = {"message": "Invalid URL (POST /v1/chat)", "type": "invalid_request_error"}
+NOT_FOUND = (404, {"error": {**INVALID_URL, "param": None, "code": None}})
+USAGE = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+COMPLETION = (
+    200,
+    {"choices": [{"message": {"role": "assistant", "content": "ok"}}], "usage": USAGE},
+)
+
+
+async def test_a_wrong_endpoint_stops_the_job_before_it_burns_the_file(tmp_path: Path) -> None:
+    """404 on the first answers and nothing succeeded: exit 2 naming the URL, no result lines."""
+    write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(200)])
+    server, base_url = await serve([NOT_FOUND])
+    try:
+        runner = JobRunner(options(tmp_path, base_url), show_progress=False)
+        assert await runner.run() == EXIT_USAGE
+    finally:
+        await server.cleanup()
+    assert runner.fatal is not None
+    assert "404" in runner.fatal
+    assert f"{base_url}/chat/completions" in runner.fatal
+    assert line_count(tmp_path / "results.jsonl") == 0  # a rerun after the fix runs them all
+
+
+async def test_no_server_at_the_url_stops_the_job_quickly(tmp_path: Path) -> None:
+    """Connection refused on every attempt: one line's retries, then exit 2, no results."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(200)])
+    started = time.monotonic()
+    runner = JobRunner(
+        options(tmp_path, f"http://127.0.0.1:{closed_port}/v1", max_attempts=2),
+        show_progress=False,
+    )
+    assert await runner.run() == EXIT_USAGE
+    assert time.monotonic() - started < 15
+    assert runner.fatal is not None
+    assert "no answer from the server" in runner.fatal
+    assert line_count(tmp_path / "results.jsonl") == 0
+
+
+async def test_after_a_success_an_endpoint_error_is_the_lines_own(tmp_path: Path) -> None:
+    """Once a line succeeded the URL works: later 404s are those lines' results, the job ends."""
+    write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(4)])
+    server, base_url = await serve([COMPLETION, NOT_FOUND])  # limits unknown: one probe first
+    try:
+        runner = JobRunner(options(tmp_path, base_url), show_progress=False)
+        assert await runner.run() == EXIT_FAILED
+    finally:
+        await server.cleanup()
+    records = results(tmp_path / "results.jsonl")
+    assert sorted("error" in record for record in records) == [False, True, True, True]

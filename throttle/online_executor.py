@@ -11,13 +11,36 @@ from throttle.errors import (
     BackendUnavailableError,
     ClosedError,
     JobAbortedError,
+    RetryExhaustedError,
+    StreamTruncatedError,
     ThrottleError,
+    TransportError,
 )
 from throttle.events import EventListener
 from throttle.executor import JobLine, LineResult
 from throttle.keys import BucketKey
 
 FATAL_STATUSES = frozenset({401, 403})  # the key or URL is wrong: every other line would fail
+WRONG_URL_STATUSES = frozenset({404, 405})  # no such endpoint (a model not found is per line)
+
+
+def setup_problem(error: ThrottleError) -> str | None:
+    """Say what is wrong with the job's set-up, if ``error`` shows that no line can succeed.
+
+    A 404 or 405 other than ``model_not_found`` means no such endpoint; an attempt that never
+    got an answer means no server there (refused, unknown host, unreachable). Either is only
+    taken as the set-up's fault while no line has succeeded.
+    """
+    last = error.last_error if isinstance(error, RetryExhaustedError) else error
+    if (
+        isinstance(last, APIStatusError)
+        and last.status in WRONG_URL_STATUSES
+        and last.details.code != "model_not_found"
+    ):
+        return f"the server answered {last.status} (no such endpoint: {last.server_message})"
+    if isinstance(last, TransportError) and not isinstance(last, StreamTruncatedError):
+        return f"no answer from the server ({last})"
+    return None
 
 
 class OnlineExecutor:
@@ -30,6 +53,7 @@ class OnlineExecutor:
 
     def __init__(self, throttle: Throttle) -> None:
         self._throttle = throttle
+        self._succeeded = False  # a line succeeded: the URL and key work
 
     def __repr__(self) -> str:
         return f"OnlineExecutor({self._throttle!r})"
@@ -71,7 +95,17 @@ class OnlineExecutor:
                     "and run the same command again (nothing was lost)",
                     error,
                 ) from error
+            problem = None if self._succeeded else setup_problem(error)
+            if problem is not None:
+                raise JobAbortedError(
+                    f"{problem} at {self._throttle.base_url}, and no line has succeeded: "
+                    "the job stopped. Check --url (the full endpoint URL, such as "
+                    ".../v1/chat/completions) and run the same command again; lines without "
+                    "a result run then",
+                    error,
+                ) from error
             return LineResult(error=error)
+        self._succeeded = True
         return LineResult(response=response)
 
     async def stop(self) -> None:

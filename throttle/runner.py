@@ -157,6 +157,13 @@ class JobRunner:
                     resumed.repaired_bytes,
                     options.output,
                 )
+            if resumed.failed:
+                logger.warning(
+                    "%d lines of %s hold errors from an earlier run and are not sent again; "
+                    "add --retry-failed to retry them",
+                    resumed.failed,
+                    options.output,
+                )
             self.tally.total = count_lines(options.input)
             self.tally.already_done = resumed.done.count
             results = ResultsFile(options.output)
