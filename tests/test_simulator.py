@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import subprocess
+import sys
 from typing import Any
 
 import aiohttp
@@ -259,3 +261,139 @@ async def test_stats_endpoint_reports_counts() -> None:
             stats = await response.json()
     assert stats["received"] == 1
     assert stats["succeeded"] == 1
+
+
+async def test_unknown_path_answers_404_invalid_url_in_the_real_shape() -> None:
+    """A typo, a missing endpoint or a wrong method gets OpenAI's 404, not a completion."""
+    async with SimulatedAPI(SimulatorConfig(latency=0)) as sim:
+        typo = await post(sim, "chat/completion", chat())
+        bare, _, _ = await post(sim, "", chat())
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{sim.base_url}/chat/completions", headers=AUTH) as response,
+        ):
+            wrong_method = response.status
+    status, headers, body = typo
+    assert status == 404
+    assert body == {
+        "error": {
+            "message": "Invalid URL (POST /v1/chat/completion)",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    assert headers["x-request-id"].startswith("req_")
+    assert (bare, wrong_method) == (404, 404)
+    assert sim.stats.succeeded == 0
+    assert sim.stats.rejected == 3
+
+
+async def test_azure_unknown_operation_answers_azure_404() -> None:
+    """Under a deployment only real operations answer; others get Azure's 404 body."""
+    async with (
+        SimulatedAPI(SimulatorConfig(latency=0)) as sim,
+        aiohttp.ClientSession() as session,
+    ):
+        key = {"api-key": "k"}
+        url = f"{sim.azure_url('dep')}/chat/completion?api-version=1"
+        async with session.post(url, json={"messages": []}, headers=key) as response:
+            typo = response.status, await response.json()
+        url = f"{sim.azure_url('dep')}/embeddings?api-version=1"
+        async with session.post(url, json={"input": "hi"}, headers=key) as response:
+            embedded = response.status, await response.json()
+    assert typo == (404, {"error": {"code": "404", "message": "Resource not found"}})
+    assert embedded[0] == 200
+    assert embedded[1]["model"] == "dep"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message", "param"),
+    [
+        ("chat/completions", {"model": "m"}, "Missing required parameter: 'messages'.", "messages"),
+        ("chat/completions", {"messages": []}, "you must provide a model parameter", None),
+        ("embeddings", {"model": "m"}, "Missing required parameter: 'input'.", "input"),
+        ("responses", {"model": "m"}, "Missing required parameter: 'input'.", "input"),
+        ("completions", {"model": "m"}, "Missing required parameter: 'prompt'.", "prompt"),
+        (
+            "chat/completions",
+            {"model": "m", "messages": "hi"},
+            "Invalid type for 'messages': expected an array, but got a string instead.",
+            "messages",
+        ),
+        ("chat/completions", [chat()], "The request body must be a JSON object.", None),
+    ],
+)
+async def test_body_missing_a_required_field_answers_400_naming_it(
+    path: str, body: Any, message: str, param: str | None
+) -> None:
+    """The 400 invalid_request_error names what the endpoint needed and did not get."""
+    async with SimulatedAPI(SimulatorConfig(latency=0)) as sim:
+        status, _, answer = await post(sim, path, body)
+    assert status == 400
+    assert set(answer["error"]) == {"message", "type", "param", "code"}
+    assert answer["error"]["type"] == "invalid_request_error"
+    assert answer["error"]["message"] == message
+    assert answer["error"]["param"] == param
+
+
+async def test_upload_without_a_file_answers_400_naming_it() -> None:
+    """An audio transcription without its file is refused, naming 'file'."""
+    form = aiohttp.FormData({"model": "whisper-1"})
+    async with (
+        SimulatedAPI(SimulatorConfig(latency=0)) as sim,
+        aiohttp.ClientSession() as session,
+        session.post(f"{sim.base_url}/audio/transcriptions", data=form, headers=AUTH) as response,
+    ):
+        body = await response.json()
+    assert response.status == 400
+    assert body["error"]["param"] == "file"
+    assert body["error"]["code"] == "missing_required_parameter"
+
+
+async def test_refused_request_does_not_consume_rate_limit() -> None:
+    """404s and 400s are answered before the buckets: the next good request sees them full."""
+    config = SimulatorConfig(latency=0, default_limits=ModelLimits(rpm=2, tpm=1_000))
+    async with SimulatedAPI(config) as sim:
+        refused = [
+            (await post(sim, "chat/completion", chat()))[0],
+            (await post(sim, "chat/completions", {"model": "gpt-4o-mini"}))[0],
+            (await post(sim, "embeddings", {"model": "gpt-4o-mini"}))[0],
+        ]
+        status, headers, _ = await post(sim, "chat/completions", chat())
+    assert refused == [404, 400, 400]
+    assert status == 200
+    assert headers["x-ratelimit-remaining-requests"] == "1"
+    assert sim.stats.total_429 == 0
+
+
+def test_config_describes_the_limits_in_force() -> None:
+    """One plain line: default and per-model limits, start level, headers, quota."""
+    config = SimulatorConfig(
+        models={"gpt-4o": ModelLimits(rpm=500, tpm=30_000, group="4o-pool")},
+        start_level=0.0,
+        rate_limit_headers=False,
+        quota_tokens=1_000,
+    )
+    assert config.describe() == (
+        "limits: default RPM 3,000, TPM 1,000,000; gpt-4o RPM 500, TPM 30,000 (group 4o-pool)"
+        " | start level 0%, rate-limit headers off, retry-after off, quota 1,000 tokens per"
+        " organization"
+    )
+
+
+def test_simulate_prints_the_limits_in_force_at_start() -> None:
+    """`throttle simulate` prints its URL, then the limits line, before serving."""
+    command = [sys.executable, "-m", "throttle.cli", "simulate", "--port", "0"]
+    command += ["--rpm", "100", "--model", "tiny:10:1000", "--start-level", "0.5"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            first, second = process.stdout.readline(), process.stdout.readline()
+            process.terminate()
+            assert process.wait(timeout=10) == 0
+        finally:
+            process.kill()
+    assert "listening on http://127.0.0.1:" in first
+    assert second.startswith("limits: default RPM 100, TPM 1,000,000; tiny RPM 10, TPM 1,000")
+    assert "start level 50%, rate-limit headers on" in second

@@ -18,9 +18,27 @@ _UNIT_NAMES = {
 }
 
 
-def error_body(message: str, kind: str | None, code: str | None) -> dict[str, Any]:
+def error_body(
+    message: str, kind: str | None, code: str | None, param: str | None = None
+) -> dict[str, Any]:
     """Return an OpenAI error body."""
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def invalid_url_body(method: str, path: str) -> dict[str, Any]:
+    """Return OpenAI's 404 for a path it does not serve, e.g. ``Invalid URL (POST /v1/x)``."""
+    return error_body(f"Invalid URL ({method} {path})", "invalid_request_error", None)
+
+
+# Azure's 404 for an unknown operation under a deployment: ``"code": "404"`` and no type.
+AZURE_NOT_FOUND_BODY = {"error": {"code": "404", "message": "Resource not found"}}
+NOT_JSON_BODY = error_body(
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+    "sent was not valid JSON.)",
+    "invalid_request_error",
+    None,
+)
 
 
 def rate_limit_body(

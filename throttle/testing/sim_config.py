@@ -28,6 +28,12 @@ class ModelLimits:
         if self.rpm < 1 or self.tpm < 1 or (self.rpd is not None and self.rpd < 1):
             raise ConfigurationError(f"simulated limits must be positive: {self}")
 
+    def describe(self) -> str:
+        """Return the limits in a few words, e.g. ``RPM 500, TPM 30,000 (group 4o)``."""
+        text = f"RPM {self.rpm:,}, TPM {self.tpm:,}"
+        text += f", RPD {self.rpd:,}" if self.rpd else ""
+        return text + (f" (group {self.group})" if self.group else "")
+
 
 @dataclass(frozen=True, slots=True)
 class LimitChange:
@@ -99,6 +105,23 @@ class SimulatorConfig:
             raise ConfigurationError(f"start_level must be in [0, 1]: {self.start_level}")
         if self.latency < 0 or self.latency_jitter < 0:
             raise ConfigurationError("latency must not be negative")
+
+    def describe(self) -> str:
+        """Return the limits in force at start on one plain line.
+
+        ``throttle simulate`` prints it at start, e.g. ``limits: default RPM 3,000,
+        TPM 1,000,000; gpt-4o RPM 500, TPM 30,000 | start level 100%, ...``.
+        """
+        parts = [f"default {self.default_limits.describe()}"]
+        parts += [f"{name} {limits.describe()}" for name, limits in self.models.items()]
+        flags = [
+            f"start level {self.start_level:.0%}",
+            f"rate-limit headers {'on' if self.rate_limit_headers else 'off'}",
+            f"retry-after {'on' if self.retry_after_header else 'off'}",
+        ]
+        if self.quota_tokens is not None:
+            flags.append(f"quota {self.quota_tokens:,} tokens per organization")
+        return "limits: " + "; ".join(parts) + " | " + ", ".join(flags)
 
     def limits_of(self, model: str) -> ModelLimits:
         """Return the limits a model runs under."""

@@ -1,8 +1,10 @@
 """How the simulated server answers one HTTP request, faults included.
 
-It names the caller's organization from its API key, serves ``/models``, uploads and JSON
-calls, injects 500/503, dropped connections, truncated streams and latency (scripted or at
-random), has the rate limiter charge or refuse the request, and answers in the real JSON or
+It names the caller's organization from its API key, answers 404 to paths the real API does
+not serve and 400 to bodies it would refuse (both before any rate limit is charged; see
+:mod:`throttle.testing.sim_routes`), serves ``/models``, audio uploads and JSON calls,
+injects 500/503, dropped connections, truncated streams and latency (scripted or at random),
+has the rate limiter charge or refuse the request, and answers in the real JSON or
 server-sent-events shapes.
 """
 
@@ -18,11 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
-from throttle.estimate import endpoint_kind
 from throttle.testing import sim_bodies as bodies
 from throttle.testing.sim_accounting import output_cap, prompt_tokens
 from throttle.testing.sim_config import SimulatorConfig
 from throttle.testing.sim_limiter import RateLimiter
+from throttle.testing.sim_routes import Route, body_problem, resolve_route
 from throttle.testing.sim_stats import SimulatorStats
 
 FAULTS = ("server_error", "overloaded", "drop", "truncate")
@@ -34,9 +36,9 @@ class _Call:
 
     request: web.Request
     payload: dict[str, Any]
+    route: Route
     model: str
     org: str
-    azure: bool
     headers: dict[str, str]
 
 
@@ -110,48 +112,69 @@ class RequestHandler:
         headers = {"x-request-id": request_id}
         org = self._organization(request)
         if org is None:
-            self.stats.rejected += 1
             body = bodies.error_body(
                 "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
             )
-            return web.json_response(body, status=401, headers=headers)
-        deployment = request.match_info["tail"].split("/")
-        azure = len(deployment) > 2 and deployment[:2] == ["openai", "deployments"]
-        if request.method == "GET" and request.path.endswith("/models"):
+            return self._refuse(body, headers, status=401)
+        route = resolve_route(request.method, request.path)
+        if route is None:
+            body = (
+                bodies.AZURE_NOT_FOUND_BODY
+                if request.path.startswith("/openai/")
+                else bodies.invalid_url_body(request.method, request.path)
+            )
+            return self._refuse(body, headers, status=404)
+        if route.kind == "models":
             models = [{"id": name, "object": "model"} for name in self.config.models]
             return web.json_response({"object": "list", "data": models}, headers=headers)
-        if request.content_type.startswith("multipart/"):
-            return await self._serve_upload(request, org, headers)
+        if route.kind == "audio":
+            return await self._serve_upload(request, route, org, headers)
+        return await self._serve_json(request, route, org, headers)
+
+    async def _serve_json(
+        self, request: web.Request, route: Route, org: str, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """A JSON call to a model, once its body has what the endpoint needs."""
         try:
             payload = await request.json()
         except (ValueError, UnicodeDecodeError):
-            payload = None
-        model = deployment[2] if azure else (payload or {}).get("model")
-        if not isinstance(payload, dict) or not isinstance(model, str):
-            self.stats.rejected += 1
-            body = bodies.error_body(
-                "We could not parse the JSON body of your request, or it names no model.",
-                "invalid_request_error",
-                None,
+            return self._refuse(bodies.NOT_JSON_BODY, headers)
+        problem = body_problem(route, payload)
+        if problem is not None:
+            message, param, code = problem
+            return self._refuse(
+                bodies.error_body(message, "invalid_request_error", code, param), headers
             )
-            return web.json_response(body, status=400, headers=headers)
-        return await self._serve(_Call(request, payload, model, org, azure, headers))
+        model = route.deployment or payload["model"]
+        return await self._serve(_Call(request, payload, route, model, org, headers))
+
+    def _refuse(
+        self, body: dict[str, Any], headers: dict[str, str], status: int = 400
+    ) -> web.Response:
+        """An error the real server gives before any rate limit is charged."""
+        self.stats.rejected += 1
+        return web.json_response(body, status=status, headers=headers)
 
     async def _serve_upload(
-        self, request: web.Request, org: str, headers: dict[str, str]
+        self, request: web.Request, route: Route, org: str, headers: dict[str, str]
     ) -> web.Response:
-        """Audio transcriptions and other uploads: one request, no tokens, a text answer."""
+        """Audio transcriptions and translations: one request, no tokens, a text answer."""
         form = await request.post()
-        model = form.get("model")
+        model = route.deployment or form.get("model")
         upload = form.get("file")
-        if not isinstance(model, str) or not isinstance(upload, web.FileField):
-            self.stats.rejected += 1
-            body = bodies.error_body(
-                "An upload needs a 'model' field and a 'file'.", "invalid_request_error", None
-            )
-            return web.json_response(body, status=400, headers=headers)
+        for name, present in (("model", isinstance(model, str)), ("file", upload is not None)):
+            if not present:
+                message = f"Missing required parameter: '{name}'."
+                body = bodies.error_body(
+                    message, "invalid_request_error", "missing_required_parameter", name
+                )
+                return self._refuse(body, headers)
+        if not isinstance(upload, web.FileField) or not isinstance(model, str):
+            message = "Invalid type for 'file': expected a file upload."
+            body = bodies.error_body(message, "invalid_request_error", "invalid_type", "file")
+            return self._refuse(body, headers)
         size = len(upload.file.read())
-        call = _Call(request, {"model": model}, model, org, azure=False, headers=headers)
+        call = _Call(request, {"model": model}, route, model, org, headers)
         refusal = self._charge(call, 0, time.monotonic())
         if refusal is not None:
             return refusal
@@ -177,7 +200,7 @@ class RequestHandler:
             )
             return web.json_response(body, status=status, headers=call.headers)
         self._limiter.apply_due_changes(now)
-        kind = endpoint_kind(call.request.path)
+        kind = call.route.kind
         prompt = prompt_tokens(call.payload)
         cost = prompt if kind == "embeddings" else prompt + output_cap(call.payload)
         refusal = self._charge(call, cost, now)
@@ -193,7 +216,9 @@ class RequestHandler:
         return web.json_response(self._answer(call, kind, prompt, completion), headers=call.headers)
 
     def _charge(self, call: _Call, cost: int, now: float) -> web.Response | None:
-        return self._limiter.charge(call.org, call.model, cost, now, call.headers, azure=call.azure)
+        return self._limiter.charge(
+            call.org, call.model, cost, now, call.headers, azure=call.route.azure
+        )
 
     def _answer(self, call: _Call, kind: str, prompt: int, completion: int) -> dict[str, Any]:
         rid = call.headers["x-request-id"]
