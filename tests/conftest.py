@@ -10,18 +10,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from throttle.bundled_encodings import EXPECTED_SHA256, cache_file_name
 from throttle.testing.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 # tiktoken cache file name (sha1 of the download URL) -> the sha256 tiktoken expects.
-ENCODING_SHA256 = {
-    "9b5ad71b2ce5302211f9c61530b329a4922fc6a4": (  # cl100k_base
-        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
-    ),
-    "fb374d419588a4632f3f557e76b4b70aebbca790": (  # o200k_base
-        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
-    ),
-}
+ENCODING_SHA256 = {cache_file_name(name): sha256 for name, sha256 in EXPECTED_SHA256.items()}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -390,13 +390,18 @@ def _unavailable(name: str) -> Encoder:
     raise OSError(f"cannot download {name}: no network")
 
 
+def _not_bundled(name: str) -> Encoder | None:
+    return None
+
+
 def test_missing_bpe_files_fall_back_to_a_length_estimate(caplog: pytest.LogCaptureFixture) -> None:
     """Without the BPE files estimation still works, marked inexact, with a single warning."""
-    offline = EncodingCache(loader=_unavailable)
+    offline = EncodingCache(loader=_unavailable, bundled=_not_bundled)
     text = "héllo wörld " * 10
     body = chat("gpt-4o", [{"role": "user", "content": text}], max_tokens=5)
     with caplog.at_level(logging.WARNING, logger="throttle.tokenizer"):
         first = estimate_tokens("chat/completions", body, encodings=offline)
+        offline.join(5)
         second = estimate_tokens("chat/completions", body, encodings=offline)
     assert first == second
     assert not first.exact
@@ -411,7 +416,7 @@ def test_missing_bpe_files_fall_back_to_a_length_estimate(caplog: pytest.LogCapt
 
 def test_fallback_overestimates_english_text() -> None:
     """The fallback errs on the side of sending slower: it never undercounts English prose."""
-    offline = EncodingCache(loader=_unavailable)
+    offline = EncodingCache(loader=_unavailable, bundled=_not_bundled)
     text = "The quick brown fox jumps over the lazy dog. " * 50
     body = chat("gpt-4o", [{"role": "user", "content": text}])
     exact = estimate_tokens("chat/completions", body)

