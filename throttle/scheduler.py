@@ -23,6 +23,7 @@ from throttle.backend import LimitBackend
 from throttle.breaker import QuotaBreakers
 from throttle.classify import Verdict
 from throttle.clock import Clock
+from throttle.diagnostics import Diagnostics
 from throttle.errors import (
     DeadlineExceededError,
     ErrorDetails,
@@ -104,6 +105,7 @@ class Scheduler:
     ) -> None:
         self._backend = backend
         self._breakers = QuotaBreakers()  # this process's view of the backend's breakers
+        self._diagnostics = Diagnostics()
         self._admission = Admission(backend, clock, max_in_flight)
         self._clock = clock
         self._retry = retry
@@ -206,6 +208,7 @@ class Scheduler:
                 await self._admission.tokens_exceeded(key, ticket)  # before the ticket is gone
             pause = self._retry.rate_limit_pause(error, attempt)
             if pause is not None:
+                self._diagnostics.cooling_down(key, error, pause)
                 await self._admission.cool_down(key, pause)
         elif isinstance(error, QuotaExhaustedError):
             self.breaker_changed(key.identity, error.details)  # here at once, then everywhere
@@ -214,6 +217,7 @@ class Scheduler:
             key, ticket, snapshot, answered=answered, succeeded=answered and error is None
         )
         if applied and snapshot is not None:
+            self._diagnostics.limits_applied(key, snapshot)
             self._events.emit(LimitsObserved(key, snapshot))
 
     def _record(
@@ -251,6 +255,7 @@ class Scheduler:
             failure = outcome
         attempts.last_error = failure or attempts.last_error
         if isinstance(decision, Retry):
+            self._diagnostics.retrying(key, count, decision.reason, decision.after)
             self._events.emit(RetryScheduled(key, count, decision.after, decision.reason))
 
     @staticmethod
@@ -274,10 +279,12 @@ class Scheduler:
         if details is None:
             if self._breakers.is_open(identity):
                 self._breakers.reset(identity)
+                self._diagnostics.breaker_reset(identity)
                 self._events.emit(QuotaBreakerReset(identity))
             return
         if not self._breakers.trip(identity, details):
             return
+        self._diagnostics.breaker_opened(identity, details)
         self._events.emit(QuotaBreakerOpened(identity, details.message))
         self._admission.fail_waiting(
             lambda key: key.identity == identity, lambda: self._breakers.error(identity)
