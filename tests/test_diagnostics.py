@@ -13,6 +13,12 @@ KEY = "sk-diagnostics-0123456789abcdef"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
 
+async def spend_the_quota(client: Throttle) -> None:
+    """Send until the simulated organization's quota runs out (it raises)."""
+    for _ in range(20):
+        await client.post("chat/completions", BODY)
+
+
 async def test_limits_429s_retries_and_the_breaker_are_logged_without_the_key(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -29,10 +35,10 @@ async def test_limits_429s_retries_and_the_breaker_are_logged_without_the_key(
         for _ in range(3):
             await client.post("chat/completions", BODY)
         with pytest.raises(QuotaExhaustedError):
-            for _ in range(20):
-                await client.post("chat/completions", BODY)
+            await spend_the_quota(client)
     said = caplog.text
-    assert "429 on " in said and "limit): admitting nothing on it for" in said
+    assert "429 on " in said
+    assert "limit): admitting nothing on it for" in said
     assert said.count("limits on ") == 1  # the same limits again are not repeated
     assert "600 requests, 100,000 tokens per window" in said
     assert "failed (ServerError): retrying in" in said
