@@ -300,6 +300,23 @@ def test_identity_is_a_hash_never_the_key() -> None:
     assert Throttle(api_key="sk-x", identity="project-a").identity == "project-a"
 
 
+def test_the_key_comes_from_the_environment_like_the_sdks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No key given: OPENAI_API_KEY (Azure: AZURE_OPENAI_API_KEY); none at all is named."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-from-env")
+    openai_url = "https://api.openai.com/v1"
+    azure_url = "https://acme.openai.azure.com/openai/deployments/gpt-4o"
+    assert Throttle(openai_url).identity == Throttle(openai_url, "sk-from-env").identity
+    assert Throttle(azure_url).identity == Throttle(azure_url, "azure-from-env").identity
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(ConfigurationError, match=r"pass api_key=\.\.\. or set OPENAI_API_KEY"):
+        Throttle(openai_url)
+    assert Throttle(openai_url, "").identity == "default"  # a local server without keys
+    assert Throttle().identity == "default"  # run() and the adapters bring their own
+
+
 async def test_closing_fails_queued_requests_and_refuses_new_ones() -> None:
     """Requests queued at close fail with ClosedError; later ones are refused unsent."""
     slow = config(default_limits=ModelLimits(rpm=6, tpm=100_000), start_level=0.0)

@@ -8,6 +8,7 @@ the openai SDK or httpx adapters never load aiohttp.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
@@ -41,7 +42,9 @@ class Throttle:
         base_url: the API root (``https://api.openai.com/v1``, an Azure
             ``https://NAME.openai.azure.com/openai/deployments/DEPLOYMENT``, the simulator's
             URL). Optional when only :meth:`run` or an adapter is used.
-        api_key: the secret key. Never logged; its identity is a hash.
+        api_key: the secret key. Never logged; its identity is a hash. With a ``base_url``
+            and no key, ``OPENAI_API_KEY`` is read (``AZURE_OPENAI_API_KEY`` for an Azure
+            URL), as the openai SDK does; ``""`` sends no key (a local server).
         options: every other setting, as one :class:`ThrottleOptions`.
         on_event: a listener for every scheduler event (see :mod:`throttle.events`).
         **settings: the fields of :class:`ThrottleOptions`, as keywords, instead of
@@ -49,7 +52,7 @@ class Throttle:
 
     Raises:
         ConfigurationError: a setting is invalid, contradicts another, or was given both in
-            ``options`` and as a keyword.
+            ``options`` and as a keyword; or a ``base_url`` came with no key anywhere.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class Throttle:
             raise ConfigurationError(f"options and {names} were both given: put {names} in options")
         self.options = options if options is not None else ThrottleOptions(**settings)
         self.base_url = base_url.rstrip("/") if base_url else None
+        api_key = _api_key_for(self.base_url, api_key)
         self.identity = self.options.identity or (
             credential_identity(api_key) if api_key else "default"
         )
@@ -290,7 +294,7 @@ def _backend_for(options: ThrottleOptions) -> LimitBackend:
         from throttle.redis_backend import RedisBackend  # noqa: PLC0415 - the extra, on demand
     except ImportError as missing:
         raise ConfigurationError(
-            f"redis_url needs the redis extra: pip install 'throttle[redis]' ({missing})"
+            f"redis_url needs the redis extra: pip install 'throttle-llm[redis]' ({missing})"
         ) from None
     return RedisBackend.from_url(
         options.redis_url,
@@ -303,3 +307,22 @@ def _backend_for(options: ThrottleOptions) -> LimitBackend:
 def _model_of(body: object) -> str | None:
     model = body.get("model") if isinstance(body, Mapping) else None
     return model if isinstance(model, str) and model else None
+
+
+def _api_key_for(base_url: str | None, api_key: str | None) -> str | None:
+    """The key to send: the one given, else the environment's (for a ``base_url`` only).
+
+    Raises:
+        ConfigurationError: a ``base_url`` and no key, given or in the environment.
+    """
+    if api_key is not None or base_url is None:
+        return api_key
+    azure = ".openai.azure.com" in base_url or azure_deployment(base_url) is not None
+    variable = "AZURE_OPENAI_API_KEY" if azure else "OPENAI_API_KEY"
+    found = os.environ.get(variable)
+    if found is None:
+        raise ConfigurationError(
+            f"no API key for {base_url}: pass api_key=... or set {variable} "
+            '(api_key="" sends none, for a local server that needs none)'
+        )
+    return found
