@@ -27,6 +27,7 @@ EXPECTED = {
     "Limits",
     "LimitsObserved",
     "MemoryBackend",
+    "MisconfiguredError",
     "PrometheusMetrics",
     "QuotaBreakerOpened",
     "QuotaBreakerReset",
@@ -100,7 +101,7 @@ def test_import_works_without_any_adapter_extra() -> None:
         "try:\n"
         "    throttle.wrap_openai\n"
         "except ImportError as error:\n"
-        "    assert 'throttle[openai]' in str(error), error\n"
+        "    assert 'throttle-llm[openai]' in str(error), error\n"
         "else:\n"
         "    raise AssertionError('wrap_openai imported without openai')\n"
     )

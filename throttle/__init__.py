@@ -20,6 +20,7 @@ from throttle.errors import (
     ErrorDetails,
     InvalidRequestError,
     JobAbortedError,
+    MisconfiguredError,
     QuotaExhaustedError,
     RateLimitError,
     RequestTooLargeError,
@@ -53,7 +54,7 @@ if TYPE_CHECKING:  # the real signature for type checkers; loaded lazily at run 
     from throttle.adapters.openai_sdk import wrap_openai
 
 try:
-    __version__ = version("throttle")
+    __version__ = version("throttle-llm")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
@@ -78,6 +79,7 @@ __all__ = [
     "Limits",
     "LimitsObserved",
     "MemoryBackend",
+    "MisconfiguredError",
     "PrometheusMetrics",
     "QuotaBreakerOpened",
     "QuotaBreakerReset",
@@ -123,7 +125,7 @@ def __getattr__(name: str) -> Any:
             from throttle.adapters.openai_sdk import wrap_openai  # noqa: PLC0415 - lazy on purpose
         except ImportError as exc:
             raise ImportError(
-                "throttle.wrap_openai needs the openai extra: pip install 'throttle[openai]'"
+                "throttle.wrap_openai needs the openai extra: pip install 'throttle-llm[openai]'"
             ) from exc
         return wrap_openai
     raise AttributeError(f"module 'throttle' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Shared bucket state in Redis, for several processes on one account's limits.
 
-Needs the ``redis`` extra (``pip install 'throttle[redis]'``); ``import throttle`` never
+Needs the ``redis`` extra (``pip install 'throttle-llm[redis]'``); ``import throttle`` never
 imports it.
 """
 
