@@ -226,6 +226,23 @@ class BackendUnavailableError(ThrottleError):
     """
 
 
+class MisconfiguredError(ThrottleError):
+    """The set-up cannot work: no request has succeeded, and one showed none can (a wrong URL).
+
+    A 404 or 405 that is not ``model_not_found`` (no such endpoint), or an attempt that got no
+    answer at all (connection refused, unknown host), before any request of the Throttle
+    succeeded: that request and every request queued or made later fail with this error, at
+    once, instead of each failing the same way after its own retries.
+
+    Attributes:
+        cause: the error that showed it.
+    """
+
+    def __init__(self, message: str, cause: BaseException) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class JobAbortedError(ThrottleError):
     """A job cannot go on: every other line would fail the same way (a rejected key or URL).
 

@@ -48,6 +48,7 @@ from throttle.keys import BucketKey
 from throttle.outcomes import outcome_of, rate_limit_kind
 from throttle.reservation import Cost, Ticket
 from throttle.retry import Finish, Retry, RetryPolicy
+from throttle.setup_check import SetupCheck, setup_problem
 
 T = TypeVar("T")
 Outcome = Answer[T] | ThrottleError
@@ -106,6 +107,7 @@ class Scheduler:
         self._backend = backend
         self._breakers = QuotaBreakers()  # this process's view of the backend's breakers
         self._diagnostics = Diagnostics()
+        self._setup = SetupCheck()  # fails every request at once when the URL cannot work
         self._admission = Admission(backend, clock, max_in_flight)
         self._clock = clock
         self._retry = retry
@@ -136,7 +138,9 @@ class Scheduler:
                     decision = self._retry.decide(outcome, attempts.count)
                     self._record(request, attempts, outcome, decision)
                     if isinstance(decision, Finish):
-                        return self._finish(decision, attempts.count)
+                        value = self._finish(decision, attempts.count)
+                        self._setup.succeeded()
+                        return value
                     await self._pause(request.key.identity, decision.after)
         except TimeoutError as timeout:
             if request.deadline is None or not scope.expired():
@@ -146,6 +150,11 @@ class Scheduler:
             raise ended_by from timeout
         except BaseException as error:
             ended_by = error
+            if self._setup.ended(error):  # the set-up is wrong: this and every request fail
+                self._admission.fail_waiting(lambda _key: True, self._setup.error)
+            if self._setup.tripped and setup_problem(error) is not None:
+                ended_by = self._setup.error()
+                raise ended_by from error
             raise
         finally:
             elapsed = self._clock.now() - started
@@ -164,6 +173,8 @@ class Scheduler:
         key = request.key
         try:
             self._breakers.check(key.identity)
+            if self._setup.tripped:
+                raise self._setup.error()
             queued_at = self._clock.now()
             ticket = await self._admission.admit(
                 key, Cost(tokens=request.estimate.total), request.priority, seq
