@@ -12,11 +12,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from throttle import BucketKey, ErrorDetails, JobAbortedError
 from throttle.admission import KeyLoad
 from throttle.errors import APIStatusError
 from throttle.events import EventHub, EventListener
 from throttle.executor import JobLine, LineResult
+from throttle.online_executor import join_line_url
 from throttle.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobRunner, RunOptions
 
 
@@ -119,3 +122,30 @@ async def test_an_aborting_executor_stops_the_job_and_leaves_lines_for_the_rerun
     assert executor.stopped
     indices = {record["index"] for record in records(options)}
     assert indices == {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("base_url", "line_url", "path"),
+    [
+        ("http://127.0.0.1:8000/v1", "/v1/chat/completions", "chat/completions"),
+        ("https://api.openai.com/v1/", "/v1/embeddings", "embeddings"),
+        ("https://api.openai.com/v1", "/chat/completions", "chat/completions"),
+        ("http://proxy.local", "/v1/embeddings", "v1/embeddings"),
+        ("http://proxy.local/openai", "/v1/embeddings", "v1/embeddings"),
+        ("https://n.openai.azure.com/openai/v1", "/v1/chat/completions", "chat/completions"),
+        ("https://n.openai.azure.com/openai/deployments/d", "/v1/embeddings", "embeddings"),
+        ("https://n.openai.azure.com/openai/deployments/d", "/embeddings", "embeddings"),
+        ("http://host/v1", "/v1beta/x", "v1beta/x"),
+    ],
+)
+def test_a_line_url_joins_the_base_url_without_doubling_v1(
+    base_url: str, line_url: str, path: str
+) -> None:
+    """The line's leading /v1 is dropped only where the base already ends in /v1, or is Azure's."""
+    assert join_line_url(base_url, line_url) == (path, {})
+
+
+def test_a_line_urls_query_comes_back_as_parameters() -> None:
+    """Azure's api-version in a line's url becomes a query parameter, not part of the path."""
+    joined = join_line_url("https://n.openai.azure.com/openai/v1", "/v1/embeddings?api-version=x")
+    assert joined == ("embeddings", {"api-version": "x"})

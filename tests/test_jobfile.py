@@ -11,6 +11,8 @@ from throttle.jobfile import (
     InvalidLineError,
     ResultsFile,
     count_lines,
+    first_object,
+    is_batch_line,
     parse_line,
     read_lines,
 )
@@ -49,9 +51,72 @@ def test_unreadable_input_is_a_configuration_error(tmp_path: Path) -> None:
 
 def test_metadata_is_split_off_and_never_part_of_the_request() -> None:
     """The top-level `metadata` object travels to the result, not to the server."""
-    body, metadata = parse_line('{"model": "m", "metadata": {"row": 3}}')
-    assert body == {"model": "m"}
-    assert metadata == {"row": 3}
+    request = parse_line('{"model": "m", "metadata": {"row": 3}}')
+    assert request.body == {"model": "m"}
+    assert request.metadata == {"row": 3}
+    assert (request.custom_id, request.url) == (None, None)
+
+
+def test_a_batch_api_line_gives_its_body_custom_id_and_url() -> None:
+    """The Batch API's line format: the body is sent, the rest travels beside it."""
+    line = {
+        "custom_id": "r-1",
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {"model": "m", "input": "x", "metadata": {"kept": True}},
+        "metadata": {"row": 1},
+    }
+    request = parse_line(json.dumps(line))
+    assert request.body == line["body"]
+    assert (request.custom_id, request.url, request.metadata) == (
+        "r-1",
+        "/v1/embeddings",
+        {"row": 1},
+    )
+
+
+BATCH = {"custom_id": "r-1", "method": "POST", "url": "/v1/chat/completions", "body": {}}
+
+
+@pytest.mark.parametrize(
+    ("changes", "kind", "named"),
+    [
+        ({"method": "GET"}, "method_not_allowed", "'GET'"),
+        ({"body": None}, "invalid_batch_line", "body"),
+        ({"body": [1]}, "invalid_batch_line", "body must be a JSON object"),
+        ({"url": 5}, "invalid_batch_line", "url must be an endpoint path"),
+        ({"url": "https://evil.example/v1/embeddings"}, "invalid_batch_line", "url must be"),
+        ({"url": "//evil.example/v1/embeddings"}, "invalid_batch_line", "url must be"),
+        ({"custom_id": 7}, "invalid_batch_line", "custom_id must be a non-empty string"),
+        ({"model": "m"}, "invalid_batch_line", "not model"),
+    ],
+)
+def test_an_invalid_batch_api_line_is_named_with_its_custom_id(
+    changes: dict[str, object], kind: str, named: str
+) -> None:
+    """A Batch API line with a field missing, of the wrong type, or not POST is refused."""
+    line = {key: value for key, value in {**BATCH, **changes}.items() if value is not None}
+    with pytest.raises(InvalidLineError, match=named) as caught:
+        parse_line(json.dumps(line))
+    assert caught.value.kind == kind
+    assert caught.value.custom_id == (None if "custom_id" in changes else "r-1")
+
+
+def test_any_batch_key_makes_a_batch_api_line_that_needs_all_four() -> None:
+    """A body with a stray custom_id is a Batch API line missing method, url and body."""
+    with pytest.raises(InvalidLineError, match="needs method, url, body too"):
+        parse_line('{"custom_id": "r-1", "model": "m", "messages": []}')
+    assert is_batch_line({"url": "/v1/embeddings"})
+    assert not is_batch_line({"model": "m", "messages": []})
+
+
+def test_the_first_json_object_gives_the_files_format(tmp_path: Path) -> None:
+    """Unreadable lines before it are skipped; a file without an object has none."""
+    path = tmp_path / "in.jsonl"
+    path.write_text('{broken\n[1]\n{"custom_id": "a"}\n{"model": "m"}\n')
+    assert first_object(path) == (2, {"custom_id": "a"})
+    path.write_text("[1]\n")
+    assert first_object(path) is None
 
 
 @pytest.mark.parametrize(
@@ -77,6 +142,18 @@ def test_resume_reads_done_indices(tmp_path: Path) -> None:
     resumed = ResultsFile.resume(path, retry_failed=False)
     assert (0 in resumed.done, 1 in resumed.done, 2 in resumed.done) == (True, False, True)
     assert (resumed.succeeded, resumed.failed) == (1, 1)
+
+
+def test_resume_remembers_each_custom_id_at_its_first_index(tmp_path: Path) -> None:
+    """Done Batch API lines keep their custom_id, so a later duplicate is still caught."""
+    path = tmp_path / "out.jsonl"
+    records: list[dict[str, object]] = [
+        {"index": 9, "custom_id": "a", "error": {}},
+        {"index": 5, "custom_id": "a", "response": {}},
+        {"index": 1, "response": {}},
+    ]
+    write_results(path, records)
+    assert ResultsFile.resume(path, retry_failed=False).custom_ids == {"a": 5}
 
 
 def test_resume_cuts_a_line_torn_by_a_crash(tmp_path: Path) -> None:

@@ -126,9 +126,12 @@ def test_queues_are_read_at_each_scrape_and_summed_per_model() -> None:
 def test_a_job_exports_its_lines_and_time_left() -> None:
     """Throttle run's tally becomes throttle_job_lines by state and throttle_job_eta_seconds."""
     metrics = PrometheusMetrics()
-    tally = JobTally(total=100, already_done=40, succeeded=20)
+    tally = JobTally(total=100, already_done=40, succeeded=10)
     tally.failed["ServerError"] = 5
-    progress = Progress(tally, live=False)
+    clock = [0.0]
+    progress = Progress(tally, live=False, now=lambda: clock[0])
+    progress.eta_seconds()  # a first sample: the ETA needs a rate over a few seconds
+    tally.succeeded, clock[0] = 20, 5.0
     metrics.watch_job(progress)
     text = exported(metrics)
     for state, count in (("total", 100), ("done", 65), ("succeeded", 20), ("failed", 5)):

@@ -43,8 +43,11 @@ def busy_metrics() -> PrometheusMetrics:
     ):
         metrics(event)
     metrics.watch_load(lambda: {key: KeyLoad(3, 2)})
-    tally = JobTally(total=10, succeeded=2)
-    metrics.watch_job(Progress(tally, live=False))
+    tally, clock = JobTally(total=10, succeeded=2), [0.0]
+    progress = Progress(tally, live=False, now=lambda: clock[0])
+    progress.eta_seconds()  # a first sample: the ETA needs a rate over a few seconds
+    tally.succeeded, clock[0] = 4, 5.0
+    metrics.watch_job(progress)
     return metrics
 
 

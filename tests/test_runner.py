@@ -396,3 +396,110 @@ async def test_after_a_success_an_endpoint_error_is_the_lines_own(tmp_path: Path
         await server.cleanup()
     records = results(tmp_path / "results.jsonl")
     assert sorted("error" in record for record in records) == [False, True, True, True]
+
+
+def batch_line(custom_id: str, url: str, body: dict[str, Any] | None, **fields: Any) -> str:
+    """One Batch API line (no body when `body` is None)."""
+    line = {"custom_id": custom_id, "method": "POST", "url": url, **fields}
+    if body is not None:
+        line["body"] = body
+    return json.dumps(line)
+
+
+def chat_body(i: int) -> dict[str, Any]:
+    """A small chat completions body."""
+    return {
+        "model": "gpt-4o-mini",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": f"{i}"}],
+    }
+
+
+EMBEDDING = {"model": "text-embedding-3-small", "input": "a row"}
+
+
+async def test_a_batch_file_runs_chat_and_embeddings_against_one_base_url(tmp_path: Path) -> None:
+    """Batch API lines: --url is the base, each line's url is joined, custom_id is carried."""
+    lines = [batch_line(f"chat-{i}", "/v1/chat/completions", chat_body(i)) for i in range(6)]
+    lines += [batch_line(f"emb-{i}", "/v1/embeddings", EMBEDDING) for i in range(6)]
+    write_requests(tmp_path / "requests.jsonl", lines)
+    async with SimulatedAPI(fast()) as sim:
+        runner = JobRunner(options(tmp_path, sim.base_url, url=sim.base_url), show_progress=False)
+        status = await runner.run()
+    records = results(tmp_path / "results.jsonl")
+    assert status == EXIT_OK
+    assert sorted(r["custom_id"] for r in records) == sorted(
+        json.loads(x)["custom_id"] for x in lines
+    )
+    objects = {r["custom_id"].split("-")[0]: r["response"]["object"] for r in records}
+    assert objects == {"chat": "chat.completion", "emb": "list"}
+    assert all(r["request"] == json.loads(lines[r["index"]])["body"] for r in records)
+
+
+async def test_a_bad_batch_line_gets_its_own_error_and_the_others_run(tmp_path: Path) -> None:
+    """GET, a missing body, a repeated custom_id and a bare body each fail alone, named."""
+    lines = [
+        batch_line("ok-0", "/v1/chat/completions", chat_body(0)),
+        batch_line("get", "/v1/chat/completions", chat_body(1), method="GET"),
+        batch_line("no-body", "/v1/embeddings", None),
+        batch_line("ok-0", "/v1/embeddings", EMBEDDING),
+        chat_line(4),
+        batch_line("ok-5", "/v1/embeddings", EMBEDDING),
+    ]
+    write_requests(tmp_path / "requests.jsonl", lines)
+    async with SimulatedAPI(fast()) as sim:
+        runner = JobRunner(options(tmp_path, sim.base_url, url=sim.base_url), show_progress=False)
+        status = await runner.run()
+    by_index = {r["index"]: r for r in results(tmp_path / "results.jsonl")}
+    assert status == EXIT_FAILED
+    assert sim.stats.received == 2
+    assert {i: r["custom_id"] for i, r in by_index.items()} == {
+        0: "ok-0",
+        1: "get",
+        2: "no-body",
+        3: "ok-0",
+        4: None,
+        5: "ok-5",
+    }
+    codes = {i: r["error"]["code"] for i, r in by_index.items() if "error" in r}
+    assert codes == {
+        1: "method_not_allowed",
+        2: "invalid_batch_line",
+        3: "duplicate_custom_id",
+        4: "mixed_line_formats",
+    }
+    assert "line 0" in by_index[3]["error"]["message"]
+    assert "line 4" in by_index[4]["error"]["message"]
+    assert all(by_index[i]["request"] is None for i in codes)
+
+
+async def test_a_line_url_with_no_endpoint_stops_the_job_though_others_worked(
+    tmp_path: Path,
+) -> None:
+    """The wrong-set-up stop is judged per endpoint: a 404 where nothing succeeded stops it."""
+    lines = [batch_line(f"chat-{i}", "/v1/chat/completions", chat_body(i)) for i in range(3)]
+    lines += [batch_line(f"emb-{i}", "/v1/embedding", EMBEDDING) for i in range(3)]
+    write_requests(tmp_path / "requests.jsonl", lines)
+    async with SimulatedAPI(fast()) as sim:
+        runner = JobRunner(options(tmp_path, sim.base_url, url=sim.base_url), show_progress=False)
+        status = await runner.run()
+    assert status == EXIT_USAGE
+    assert runner.fatal is not None
+    assert f"{sim.base_url}/embedding " in runner.fatal
+    assert "'/v1/embedding'" in runner.fatal
+    assert all("response" in r for r in results(tmp_path / "results.jsonl"))
+
+
+async def test_a_wrong_base_url_stops_a_batch_file_before_it_burns_it(tmp_path: Path) -> None:
+    """A base URL with no endpoints below it: the first 404 stops the job, no result lines."""
+    write_requests(
+        tmp_path / "requests.jsonl",
+        [batch_line(f"c{i}", "/v1/chat/completions", chat_body(i)) for i in range(50)],
+    )
+    async with SimulatedAPI(fast()) as sim:
+        url = f"{sim.base_url}/chat/completions"  # an endpoint, where a base was wanted
+        runner = JobRunner(options(tmp_path, sim.base_url, url=url), show_progress=False)
+        assert await runner.run() == EXIT_USAGE
+    assert runner.fatal is not None
+    assert "the base URL" in runner.fatal
+    assert line_count(tmp_path / "results.jsonl") == 0

@@ -16,8 +16,10 @@ from pathlib import Path
 
 from throttle import __version__
 from throttle.errors import ConfigurationError, ThrottleError
+from throttle.job_figures import theoretical_minimum
 from throttle.limit_settings import Limits
 from throttle.metrics import PrometheusMetrics, serve_metrics
+from throttle.progress import limits_line
 from throttle.runner import JobRunner, RunOptions
 from throttle.testing import Faults, ModelLimits, SimulatedAPI, SimulatorConfig
 from throttle.testing.demo_requests import demo_request
@@ -25,7 +27,12 @@ from throttle.testing.demo_requests import demo_request
 
 async def _demo(requests: int, tpm: int, rpm: int, latency: float) -> int:
     config = SimulatorConfig(
-        default_limits=ModelLimits(rpm=rpm, tpm=tpm), start_level=0.0, latency=latency
+        default_limits=ModelLimits(rpm=rpm, tpm=tpm),
+        start_level=0.0,
+        latency=latency,
+        # Answers use all of max_tokens (demo requests ask at most 499), so usage equals what
+        # the server charged (prompt plus max_tokens): throttle's count is checked against it.
+        completion_tokens=500,
     )
     with tempfile.TemporaryDirectory(prefix="throttle-demo-") as folder:
         requests_file = Path(folder) / "requests.jsonl"
@@ -46,11 +53,14 @@ async def _demo(requests: int, tpm: int, rpm: int, latency: float) -> int:
             runner = JobRunner(options, live_progress=sys.stderr.isatty())
             status = await runner.run()
         print(runner.progress.summary())
+        stats = sim.stats
         print(
-            f"The server charged {sim.stats.charged_tokens:,} tokens and answered "
-            f"{sim.stats.total_429} x 429; at {tpm:,} TPM the fastest possible run takes "
-            f"{sim.stats.charged_tokens / tpm * 60:.1f}s."
+            f"The server's own count: {stats.received:,} requests received, "
+            f"{stats.succeeded:,} accepted, {stats.total_429} x 429, "
+            f"{stats.charged_tokens:,} tokens charged;"
         )
+        minimum = theoretical_minimum(stats.charged_tokens, stats.succeeded, tpm, rpm)
+        print(limits_line(minimum, runner.progress.elapsed(), "configured"))
     return status
 
 
@@ -191,8 +201,19 @@ def _parser() -> argparse.ArgumentParser:
     _log_level_option(parser, "WARNING")
     commands = parser.add_subparsers(dest="command", required=True)
     run = _subcommand(commands, "run", "send a JSONL file of requests, resumably")
-    run.add_argument("requests", type=Path, help="JSONL file: one request body per line")
-    run.add_argument("--url", required=True, help="the full endpoint URL (required)")
+    run.add_argument(
+        "requests",
+        type=Path,
+        help="JSONL file: one request body per line, or one Batch API line "
+        "(custom_id, method, url, body) per line",
+    )
+    run.add_argument(
+        "--url",
+        required=True,
+        help="for request bodies, the full endpoint URL (.../v1/chat/completions); for Batch "
+        "API lines, the base URL (https://api.openai.com/v1) each line's url is joined to "
+        "(required)",
+    )
     run.add_argument(
         "-o",
         "--output",

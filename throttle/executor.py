@@ -27,11 +27,16 @@ class JobLine:
         index: its 0-based index among the input's non-blank lines.
         body: the request body to send.
         metadata: the line's ``metadata`` (never sent; copied to its result).
+        custom_id: a Batch API line's ``custom_id`` (copied to its result); else ``None``.
+        url: a Batch API line's endpoint path (``/v1/embeddings``), to join to the job's base
+            URL; ``None`` for a bare body, which goes to the job's URL itself.
     """
 
     index: int
     body: dict[str, Any]
     metadata: Any = None
+    custom_id: str | None = None
+    url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from throttle.admission import KeyLoad
 from throttle.client import Throttle
@@ -26,8 +27,11 @@ from throttle.jobfile import (
     IndexSet,
     InputLine,
     InvalidLineError,
+    RequestLine,
     ResultsFile,
     count_lines,
+    first_object,
+    is_batch_line,
     parse_line,
     read_lines,
 )
@@ -47,9 +51,10 @@ class RunOptions:
     """What ``throttle run`` was asked to do.
 
     Attributes:
-        input: the JSONL file of request bodies.
+        input: the JSONL file: request bodies, or Batch API lines (see :mod:`throttle.jobfile`).
         output: the results file (appended to, resumed from).
-        url: the full endpoint URL.
+        url: for request bodies, the full endpoint URL; for Batch API lines, the base URL
+            (``https://api.openai.com/v1``) that each line's ``url`` is joined to.
         api_key: the key (sent as ``api-key`` to Azure URLs, else as a bearer token).
         limits: optional ceilings; by default limits are learned.
         max_attempts: attempts per request.
@@ -73,9 +78,13 @@ class RunOptions:
 
 
 def online_executor(options: RunOptions) -> OnlineExecutor:
-    """The executor ``throttle run`` uses by default: each line to ``options.url``."""
+    """The executor ``throttle run`` uses by default: each line to ``options.url``.
+
+    The URL's query string (Azure's ``api-version``) goes with every request.
+    """
+    parts = urlsplit(options.url)
     throttle = Throttle(
-        options.url,
+        urlunsplit(parts._replace(query="", fragment="")),
         options.api_key,
         limits=options.limits,
         retry=RetryPolicy(max_attempts=options.max_attempts),
@@ -83,7 +92,7 @@ def online_executor(options: RunOptions) -> OnlineExecutor:
         redis_url=options.redis_url,
         redis_failure_policy=options.redis_failure_policy,
     )
-    return OnlineExecutor(throttle)
+    return OnlineExecutor(throttle, params=dict(parse_qsl(parts.query)))
 
 
 def error_record(error: BaseException) -> dict[str, Any]:
@@ -134,6 +143,8 @@ class JobRunner:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing: asyncio.Task[None] | None = None
+        self._batch_file: tuple[int, bool] = (0, False)  # (first object's index, Batch format?)
+        self._custom_ids: dict[str, int] = {}  # each Batch line's custom_id -> its index
 
     def __repr__(self) -> str:
         return f"JobRunner({self.options.input} -> {self.options.output}, {self.tally!r})"
@@ -165,6 +176,10 @@ class JobRunner:
                     options.output,
                 )
             self.tally.total = count_lines(options.input)
+            first = first_object(options.input)
+            if first is not None:
+                self._batch_file = (first[0], is_batch_line(first[1]))
+            self._custom_ids = resumed.custom_ids
             self.tally.already_done = resumed.done.count
             results = ResultsFile(options.output)
         except BaseException:
@@ -206,10 +221,11 @@ class JobRunner:
     async def _one(self, results: ResultsFile, line: InputLine) -> None:
         """Process one line; write its result, or nothing when it must run again later."""
         try:
-            body, metadata = parse_line(line.text)
+            request = self._request(line)
         except InvalidLineError as error:
             record = {
                 "index": line.index,
+                **self._custom_id(error.custom_id),
                 "metadata": None,
                 "request": None,
                 "line": line.text[:RAW_LINE_LIMIT],
@@ -217,8 +233,11 @@ class JobRunner:
             }
             self._write(results, record, "InvalidLineError")
             return
+        job_line = JobLine(
+            line.index, request.body, request.metadata, request.custom_id, request.url
+        )
         try:
-            result = await self._executor.execute(JobLine(line.index, body, metadata))
+            result = await self._executor.execute(job_line)
         except JobAbortedError as aborted:
             if self.fatal is None:
                 self.fatal = str(aborted)
@@ -226,13 +245,54 @@ class JobRunner:
             return
         if result is None:
             return  # not run: it runs on the next invocation
-        record = {"index": line.index, "metadata": metadata, "request": body, **result.extra}
+        record = {
+            "index": line.index,
+            **self._custom_id(request.custom_id),
+            "metadata": request.metadata,
+            "request": request.body,
+            **result.extra,
+        }
         if result.error is None:
             self._write(results, {**record, "response": result.response}, None)
         else:
             failure = result.error
             record["error"] = error_record(failure)
             self._write(results, record, type(failure).__name__)
+
+    def _request(self, line: InputLine) -> RequestLine:
+        """Parse a line and check it against the file: its format, its ``custom_id``.
+
+        Called before the line's first wait, so lines are checked in index order.
+
+        Raises:
+            InvalidLineError: the line cannot be sent.
+        """
+        request = parse_line(line.text)
+        first, batch_file = self._batch_file
+        if (request.url is not None) != batch_file:
+            formats = ("a bare request body", "a Batch API line (custom_id, method, url, body)")
+            raise InvalidLineError(
+                "mixed_line_formats",
+                f"line {line.index} is {formats[not batch_file]} but the file's first request, "
+                f"line {first}, is {formats[batch_file]}: --url is "
+                f"{'a base URL' if batch_file else 'a full endpoint URL'} for this file, so "
+                "every line must have the first one's format (split the file, or rewrite it)",
+                request.custom_id,
+            )
+        if request.custom_id is not None:
+            held = self._custom_ids.setdefault(request.custom_id, line.index)
+            if held != line.index:
+                raise InvalidLineError(
+                    "duplicate_custom_id",
+                    f"line {line.index} repeats the custom_id {request.custom_id!r} of line "
+                    f"{held}; each line needs its own (results are joined on it)",
+                    request.custom_id,
+                )
+        return request
+
+    def _custom_id(self, custom_id: str | None) -> dict[str, str | None]:
+        """The ``custom_id`` field of a result: every result of a Batch API file has one."""
+        return {"custom_id": custom_id} if self._batch_file[1] else {}
 
     def _write(self, results: ResultsFile, record: dict[str, Any], error_type: str | None) -> None:
         results.write(record)

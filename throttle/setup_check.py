@@ -9,6 +9,8 @@ request has succeeded, such errors are the requests' own (a line's missing model
 
 from __future__ import annotations
 
+import socket
+
 from throttle.errors import (
     APIStatusError,
     MisconfiguredError,
@@ -29,9 +31,30 @@ def setup_problem(error: BaseException) -> str | None:
         and last.details.code != "model_not_found"
     ):
         return f"the server answered {last.status} (no such endpoint: {last.server_message})"
-    if isinstance(last, TransportError) and not isinstance(last, StreamTruncatedError):
+    if isinstance(last, TransportError) and _never_connected(last):
         return f"no answer from the server ({last})"
     return None
+
+
+def _never_connected(error: TransportError) -> bool:
+    """Whether ``error`` came from a connection that could not be made (refused, no such host).
+
+    A timeout or a broken stream means a server is there, only slow or unlucky: not the
+    set-up's fault. The HTTP libraries name their connection failures ``...Connect...``
+    (aiohttp's ``ClientConnectorError``, httpx's ``ConnectError``) and their timeouts
+    ``...Timeout...``; the socket's own errors are checked by type.
+    """
+    if isinstance(error, StreamTruncatedError):
+        return False
+    cause = error.__cause__ or error.__context__
+    while cause is not None:
+        name = type(cause).__name__
+        if isinstance(cause, TimeoutError) or "Timeout" in name:
+            return False
+        if isinstance(cause, ConnectionRefusedError | socket.gaierror) or "Connect" in name:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 class SetupCheck:
