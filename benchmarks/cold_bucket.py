@@ -27,7 +27,8 @@ from pathlib import Path
 import openai
 
 import throttle
-from throttle.runner import JobRunner, RunOptions
+from throttle.run_options import RunOptions
+from throttle.runner import JobRunner
 from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
 
 RPM, TPM, LATENCY = 3_000, 1_000_000, 0.3

@@ -20,7 +20,8 @@ from throttle.errors import APIStatusError
 from throttle.events import EventHub, EventListener
 from throttle.executor import JobLine, LineResult
 from throttle.online_executor import join_line_url
-from throttle.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobRunner, RunOptions
+from throttle.run_options import RunOptions
+from throttle.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobRunner
 
 
 class BodyExecutor:

@@ -6,16 +6,15 @@ from pathlib import Path
 import pytest
 
 from throttle.errors import ConfigurationError
-from throttle.jobfile import (
-    IndexSet,
+from throttle.job_input import (
     InvalidLineError,
-    ResultsFile,
     count_lines,
     first_object,
     is_batch_line,
     parse_line,
     read_lines,
 )
+from throttle.jobfile import IndexSet, ResultsFile
 
 
 def test_index_set_holds_a_million_indices_in_a_bitmap() -> None:

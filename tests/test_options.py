@@ -18,7 +18,7 @@ from throttle import (
     ThrottleOptions,
 )
 from throttle.options import ThrottleSettings
-from throttle.runner import RunOptions, online_executor
+from throttle.run_options import RunOptions, online_executor
 
 USAGE = Path(__file__).resolve().parent.parent / "docs" / "usage.md"
 

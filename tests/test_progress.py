@@ -16,7 +16,8 @@ from throttle.headers import LimitReading, RateLimitSnapshot
 from throttle.job_figures import CompletionRate, efficiency, theoretical_minimum
 from throttle.keys import BucketKey
 from throttle.progress import JobTally, Progress
-from throttle.runner import JobRunner, RunOptions
+from throttle.run_options import RunOptions
+from throttle.runner import JobRunner
 from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
 
 KEY = BucketKey("key-x", "gpt-4o-mini")

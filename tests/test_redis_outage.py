@@ -31,7 +31,8 @@ from throttle import (
 from throttle.metrics import PrometheusMetrics
 from throttle.online_executor import OnlineExecutor
 from throttle.redis_backend import RedisBackend
-from throttle.runner import EXIT_OK, EXIT_USAGE, JobRunner, RunOptions
+from throttle.run_options import RunOptions
+from throttle.runner import EXIT_OK, EXIT_USAGE, JobRunner
 from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
 from throttle.testing.redis_server import RedisServer
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from throttle.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobRunner, RunOptions
+from throttle.run_options import RunOptions
+from throttle.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobRunner
 from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
 
 

@@ -20,7 +20,8 @@ from throttle.job_figures import theoretical_minimum
 from throttle.limit_settings import Limits
 from throttle.metrics import PrometheusMetrics, serve_metrics
 from throttle.progress import limits_line
-from throttle.runner import JobRunner, RunOptions
+from throttle.run_options import RunOptions
+from throttle.runner import JobRunner
 from throttle.testing import Faults, ModelLimits, SimulatedAPI, SimulatorConfig
 from throttle.testing.demo_requests import demo_request
 

@@ -12,87 +12,31 @@ import asyncio
 import logging
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from throttle.admission import KeyLoad
-from throttle.client import Throttle
 from throttle.errors import APIStatusError, JobAbortedError, RetryExhaustedError
 from throttle.events import EventListener
 from throttle.executor import Executor, JobLine
-from throttle.jobfile import (
+from throttle.job_input import (
     RAW_LINE_LIMIT,
-    IndexSet,
     InputLine,
     InvalidLineError,
     RequestLine,
-    ResultsFile,
     count_lines,
     first_object,
     is_batch_line,
     parse_line,
     read_lines,
 )
+from throttle.jobfile import IndexSet, ResultsFile
 from throttle.keys import BucketKey
-from throttle.limit_settings import Limits
-from throttle.online_executor import OnlineExecutor
 from throttle.progress import JobTally, Progress
-from throttle.retry import RetryPolicy
+from throttle.run_options import RunOptions, online_executor
 
 logger = logging.getLogger(__name__)
 SYNC_EVERY_SECONDS = 1.0
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """What ``throttle run`` was asked to do.
-
-    Attributes:
-        input: the JSONL file: request bodies, or Batch API lines (see :mod:`throttle.jobfile`).
-        output: the results file (appended to, resumed from).
-        url: for request bodies, the full endpoint URL; for Batch API lines, the base URL
-            (``https://api.openai.com/v1``) that each line's ``url`` is joined to.
-        api_key: the key (sent as ``api-key`` to Azure URLs, else as a bearer token).
-        limits: optional ceilings; by default limits are learned.
-        max_attempts: attempts per request.
-        max_concurrency: requests in flight at once (the Throttle's ``max_in_flight``); the
-            runner reads no further ahead, which bounds memory too.
-        retry_failed: also re-run lines whose result is an error.
-        redis_url: share limits with the other workers on this Redis (never shown).
-        redis_failure_policy: ``"fail_closed"`` or ``"fail_open"`` while Redis is away.
-    """
-
-    input: Path
-    output: Path
-    url: str
-    api_key: str | None = field(repr=False)
-    limits: Limits | None = None
-    max_attempts: int = 6
-    max_concurrency: int = 256
-    retry_failed: bool = False
-    redis_url: str | None = field(default=None, repr=False)
-    redis_failure_policy: str = "fail_closed"
-
-
-def online_executor(options: RunOptions) -> OnlineExecutor:
-    """The executor ``throttle run`` uses by default: each line to ``options.url``.
-
-    The URL's query string (Azure's ``api-version``) goes with every request.
-    """
-    parts = urlsplit(options.url)
-    throttle = Throttle(
-        urlunsplit(parts._replace(query="", fragment="")),
-        options.api_key,
-        limits=options.limits,
-        retry=RetryPolicy(max_attempts=options.max_attempts),
-        max_in_flight=options.max_concurrency,
-        redis_url=options.redis_url,
-        redis_failure_policy=options.redis_failure_policy,
-    )
-    return OnlineExecutor(throttle, params=dict(parse_qsl(parts.query)))
 
 
 def error_record(error: BaseException) -> dict[str, Any]:

@@ -1,0 +1,183 @@
+"""A job's input: a JSONL file read as a stream, one request per line, parsed.
+
+A line is a bare request body (the cookbook's format) or a Batch API request
+(``{"custom_id", "method", "url", "body"}``): an object with any of those four keys at its top
+level is taken as a Batch API request and must then have all four (no request body has such a
+top-level key). The file's first JSON object says which format the file is in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from throttle.errors import ConfigurationError
+
+RAW_LINE_LIMIT = 1000  # characters of an unreadable line kept in its error result
+BATCH_KEYS = ("custom_id", "method", "url", "body")  # a Batch API line's fields, all required
+
+
+@dataclass(frozen=True, slots=True)
+class InputLine:
+    """One non-blank input line. ``index`` is 0-based among non-blank lines."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLine:
+    """One input line, parsed: what to send, and what travels to its result.
+
+    Attributes:
+        body: the request body to send.
+        metadata: the line's top-level ``metadata`` (never sent; copied to its result).
+        custom_id: a Batch API line's ``custom_id``; ``None`` for a bare body.
+        url: a Batch API line's endpoint path (``/v1/embeddings``); ``None`` for a bare body.
+    """
+
+    body: dict[str, Any]
+    metadata: Any = None
+    custom_id: str | None = None
+    url: str | None = None
+
+
+class InvalidLineError(ValueError):
+    """An input line that cannot be sent; becomes an error result for that line, never sent.
+
+    Attributes:
+        kind: the ``code`` of the error result: ``"invalid_json"``, ``"not_an_object"``,
+            ``"invalid_batch_line"`` (a Batch API line missing a field or with one of the
+            wrong type), ``"method_not_allowed"`` (not ``POST``), ``"duplicate_custom_id"``
+            or ``"mixed_line_formats"``.
+        custom_id: the line's ``custom_id`` when it has a readable one.
+    """
+
+    def __init__(self, kind: str, message: str, custom_id: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.custom_id = custom_id
+
+
+def read_lines(path: Path) -> Iterator[InputLine]:
+    """Yield the non-blank lines of ``path`` one by one, never loading the file.
+
+    Raises:
+        ConfigurationError: the file cannot be opened or is not UTF-8 text.
+    """
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with handle:
+        index = 0
+        try:
+            for text in handle:
+                if text.strip():
+                    yield InputLine(index, text.rstrip("\n"))
+                    index += 1
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"{path} is not UTF-8 text: {exc}") from exc
+
+
+def count_lines(path: Path) -> int:
+    """Count the non-blank lines of ``path`` (one quick pass, for progress and ETA)."""
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def is_batch_line(line: Mapping[str, Any]) -> bool:
+    """Whether a line's object is a Batch API request: it has any of :data:`BATCH_KEYS`."""
+    return any(key in line for key in BATCH_KEYS)
+
+
+def first_object(path: Path) -> tuple[int, dict[str, Any]] | None:
+    """The index and object of the first line of ``path`` that is a JSON object, if any.
+
+    Raises:
+        ConfigurationError: the file cannot be read.
+    """
+    for line in read_lines(path):
+        try:
+            value = json.loads(line.text)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return line.index, value
+    return None
+
+
+def parse_line(text: str) -> RequestLine:
+    """Parse an input line: a bare request body, or a Batch API request.
+
+    A bare body's top-level ``metadata`` is split off (never sent); so is a Batch API
+    line's, beside its four fields.
+
+    Raises:
+        InvalidLineError: the line is not valid JSON, not a JSON object, or a Batch API line
+            that is incomplete, has a field of the wrong type or a method other than POST.
+    """
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidLineError("invalid_json", f"line is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        kind = type(value).__name__
+        raise InvalidLineError("not_an_object", f"line is a JSON {kind}, not an object")
+    if is_batch_line(value):
+        return _batch_line(value)
+    metadata = value.pop("metadata", None)
+    return RequestLine(value, metadata)
+
+
+def _batch_line(line: dict[str, Any]) -> RequestLine:
+    custom_id = line.get("custom_id")
+    readable_id = custom_id if isinstance(custom_id, str) and custom_id else None
+
+    def invalid(kind: str, message: str) -> InvalidLineError:
+        return InvalidLineError(kind, message, readable_id)
+
+    missing = [key for key in BATCH_KEYS if key not in line]
+    if missing:
+        present = ", ".join(key for key in BATCH_KEYS if key in line)
+        raise invalid(
+            "invalid_batch_line",
+            f"a Batch API line (it has {present}) needs {', '.join(missing)} too",
+        )
+    unknown = sorted(set(line) - {*BATCH_KEYS, "metadata"})
+    if unknown:
+        raise invalid(
+            "invalid_batch_line",
+            f"a Batch API line has only custom_id, method, url, body and metadata, not "
+            f"{', '.join(unknown)} (request fields go inside body)",
+        )
+    if readable_id is None:
+        raise invalid(
+            "invalid_batch_line", f"custom_id must be a non-empty string, not {custom_id!r}"
+        )
+    method = line["method"]
+    if method != "POST":
+        raise invalid(
+            "method_not_allowed",
+            f"method {method!r} is not supported: throttle run, like the Batch API, "
+            "sends POST only",
+        )
+    url = line["url"]
+    if not isinstance(url, str) or not url.startswith("/") or url.startswith("//"):
+        raise invalid(
+            "invalid_batch_line",
+            f"url must be an endpoint path such as /v1/chat/completions, not {url!r} "
+            "(the server is --url)",
+        )
+    body = line["body"]
+    if not isinstance(body, dict):
+        raise invalid(
+            "invalid_batch_line", f"body must be a JSON object, not {type(body).__name__}"
+        )
+    return RequestLine(body, line.get("metadata"), readable_id, url)
