@@ -88,5 +88,5 @@ async def test_an_unknown_host_is_one_clear_error() -> None:
     """A host that does not resolve (the reserved .invalid domain) trips the check too."""
     retry = RetryPolicy(max_attempts=2)
     async with Throttle("http://no-such-host.invalid/v1", "sk-x", retry=retry) as client:
-        with pytest.raises(MisconfiguredError, match="no-such-host.invalid"):
+        with pytest.raises(MisconfiguredError, match=r"no-such-host\.invalid"):
             await client.post("chat/completions", BODY)
