@@ -16,6 +16,7 @@ The hierarchy::
     ├── DeadlineExceededError       the caller's deadline passed before an answer
     ├── ClosedError                 the Throttle was closed before the request was sent
     ├── BackendUnavailableError     shared limit state unreachable, and the backend fails closed
+    ├── MisconfiguredError          nothing succeeded and the URL cannot work (404, no server)
     └── JobAbortedError             a job cannot go on (its key or URL was rejected)
 
 Server-originated errors carry an :class:`ErrorDetails` (status, code, type, message,
