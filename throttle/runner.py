@@ -83,6 +83,7 @@ class JobRunner:
         if on_event is not None:
             self._executor.subscribe(on_event)
         self.fatal: str | None = None
+        self._unwritable = False  # a results write failed: nothing more is written or sent
         self.interrupted = False
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -137,7 +138,10 @@ class JobRunner:
             self._remove_signal_handlers()
             housekeeping.cancel()
             await self._executor.aclose()
-            results.close()
+            try:
+                results.close()
+            except OSError as error:
+                self._abort(f"cannot sync results to {self.options.output} ({error})")
         return self._exit_status(resumed.failed)
 
     async def _feed(self, results: ResultsFile, done: IndexSet) -> None:
@@ -180,22 +184,24 @@ class JobRunner:
         job_line = JobLine(
             line.index, request.body, request.metadata, request.custom_id, request.url
         )
-        try:
-            result = await self._executor.execute(job_line)
-        except JobAbortedError as aborted:
-            if self.fatal is None:
-                self.fatal = str(aborted)
-                self._stop_sending()
-            return
-        if result is None:
-            return  # not run: it runs on the next invocation
         record = {
             "index": line.index,
             **self._custom_id(request.custom_id),
             "metadata": request.metadata,
             "request": request.body,
-            **result.extra,
         }
+        try:
+            result = await self._executor.execute(job_line)
+        except JobAbortedError as aborted:
+            self._abort(str(aborted))
+            return
+        except Exception as error:  # a bug, or a line nothing expected: it still ends, as an error
+            logger.exception("line %d failed unexpectedly", line.index)
+            self._write(results, {**record, "error": error_record(error)}, type(error).__name__)
+            return
+        if result is None:
+            return  # not run: it runs on the next invocation
+        record.update(result.extra)
         if result.error is None:
             self._write(results, {**record, "response": result.response}, None)
         else:
@@ -239,17 +245,45 @@ class JobRunner:
         return {"custom_id": custom_id} if self._batch_file[1] else {}
 
     def _write(self, results: ResultsFile, record: dict[str, Any], error_type: str | None) -> None:
-        results.write(record)
+        """Write one result; on a failed write (a full disk) stop the job, sending nothing more.
+
+        A result whose request cannot be written back (nested too deep for JSON) keeps the
+        line's raw text instead.
+        """
+        if self._unwritable:
+            return  # a write failed: later results would land after a torn line, or not at all
+        try:
+            results.write(record)
+        except (ValueError, TypeError, RecursionError):
+            results.write({**record, "request": None, "line": str(record.get("request"))[:1000]})
+        except OSError as error:
+            self._unwritable = True
+            self._abort(
+                f"cannot write results to {self.options.output} ({error}): the job stopped. "
+                "Make room (or fix the file) and run the same command again: lines without "
+                "a result run then, exactly once"
+            )
+            return
         if error_type is None:
             self.tally.succeeded += 1
         else:
             self.tally.failed[error_type] += 1
 
+    def _abort(self, why: str) -> None:
+        """Stop the job for a reason no line can get past; the first reason is the one shown."""
+        if self.fatal is None:
+            self.fatal = why
+            self._stop_sending()
+
     async def _housekeeping(self, results: ResultsFile) -> None:
         """Sync results to disk and refresh the progress display, about once a second."""
         while True:
             await asyncio.sleep(SYNC_EVERY_SECONDS if not self._live else 0.25)
-            await asyncio.to_thread(results.sync)
+            try:
+                await asyncio.to_thread(results.sync)
+            except OSError as error:
+                self._unwritable = True
+                self._abort(f"cannot sync results to {self.options.output} ({error})")
             if self._show_progress:
                 self.progress.show(every=0.25 if self._live else 10.0)
 
