@@ -31,6 +31,7 @@ EXPECTED = {
     "PrometheusMetrics",
     "QuotaBreakerOpened",
     "QuotaBreakerReset",
+    "QueueFullError",
     "QuotaExhaustedError",
     "RateLimitError",
     "RateLimitSnapshot",

@@ -8,6 +8,7 @@ the openai SDK or httpx adapters never load aiohttp.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
@@ -19,6 +20,7 @@ from throttle.backend import LimitBackend
 from throttle.errors import (
     ConfigurationError,
     InvalidRequestError,
+    QueueFullError,
     QuotaExhaustedError,
     ThrottleError,
     TransportError,
@@ -86,6 +88,8 @@ class Throttle:
             max_in_flight=self.options.max_in_flight,
         )
         self._native: NativeClient | None = None
+        max_queued = self.options.max_queued
+        self._room = None if max_queued is None else asyncio.Semaphore(max_queued)
 
     def __repr__(self) -> str:
         return (
@@ -159,16 +163,28 @@ class Throttle:
         """Return, per busy key, the attempts waiting for room and those sent, unanswered."""
         return self._scheduler.load()
 
-    async def submit(self, request: ScheduledRequest[T]) -> T:
+    async def submit(self, request: ScheduledRequest[T], *, wait_for_room: bool = True) -> T:
         """Send a prepared request through the scheduler (the seam the adapters use).
+
+        With ``max_queued``, at most that many requests are held at once: the rest wait here
+        for room (or, with ``wait_for_room=False``, raise :class:`QueueFullError`).
 
         Returns:
             The value of its successful answer.
 
         Raises:
+            QueueFullError: the queue is full and ``wait_for_room`` is ``False``.
             ThrottleError: the subclass naming what ended the request.
         """
-        return await self._scheduler.submit(request)
+        if self._room is None:
+            return await self._scheduler.submit(request)
+        if not wait_for_room and self._room.locked():
+            raise QueueFullError(
+                f"{self.options.max_queued} requests are already queued or in flight "
+                "(max_queued); wait for room, or raise max_queued"
+            )
+        async with self._room:
+            return await self._scheduler.submit(request)
 
     def record_usage(self, key: BucketKey, usage: object, estimated: int | None = None) -> None:
         """Report the ``usage`` object a stream carried at its end (and its prompt estimate)."""
@@ -183,6 +199,7 @@ class Throttle:
         priority: int = 0,
         deadline: float | None = None,
         params: Mapping[str, str] | None = None,
+        wait_for_room: bool = True,
     ) -> Any:
         """Send one JSON request through the scheduler and return the decoded answer.
 
@@ -194,12 +211,15 @@ class Throttle:
             priority: smaller goes first; equal priorities are first come, first served.
             deadline: seconds after which the request fails with ``DeadlineExceededError``.
             params: query parameters (Azure's ``api-version``).
+            wait_for_room: with ``max_queued`` requests already held, wait for one to end;
+                ``False`` raises :class:`QueueFullError` instead.
 
         Returns:
             The decoded JSON answer.
 
         Raises:
             InvalidRequestError: the body cannot be estimated or asks for streaming.
+            QueueFullError: the queue is full and ``wait_for_room`` is ``False``.
             ThrottleError: the subclass naming what ended the request.
         """
         if self.base_url is None:
@@ -220,7 +240,7 @@ class Throttle:
             priority,
             deadline,
         )
-        return await self._scheduler.submit(request)
+        return await self.submit(request, wait_for_room=wait_for_room)
 
     async def run(
         self,
@@ -269,7 +289,7 @@ class Throttle:
         request = ScheduledRequest(
             self.key_for(model, identity), estimate, send, priority, deadline
         )
-        return await self._scheduler.submit(request)
+        return await self.submit(request)
 
     def _native_client(self) -> NativeClient:
         """The aiohttp client of :meth:`post`, loaded and built on first use."""

@@ -15,6 +15,7 @@ The hierarchy::
     ├── RetryExhaustedError         retryable failures until the attempt budget ran out
     ├── DeadlineExceededError       the caller's deadline passed before an answer
     ├── ClosedError                 the Throttle was closed before the request was sent
+    ├── QueueFullError              max_queued requests held, and the caller would not wait
     ├── BackendUnavailableError     shared limit state unreachable, and the backend fails closed
     ├── MisconfiguredError          nothing succeeded and the URL cannot work (404, no server)
     └── JobAbortedError             a job cannot go on (its key or URL was rejected)
@@ -217,6 +218,10 @@ class DeadlineExceededError(ThrottleError):
 
 class ClosedError(ThrottleError):
     """The Throttle was closed: queued requests fail with this, and new ones are refused."""
+
+
+class QueueFullError(ThrottleError):
+    """``max_queued`` requests are already held, and the caller asked not to wait for room."""
 
 
 class BackendUnavailableError(ThrottleError):

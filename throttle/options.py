@@ -48,6 +48,10 @@ class ThrottleOptions:
             buckets, with a warning.
         default_output_tokens: output tokens reserved when a body sets no ``max_*_tokens``.
         max_in_flight: requests sent and not yet answered, at most, over all keys.
+        max_queued: requests held at once (waiting for room in the buckets, or sent), at
+            most; beyond it ``post`` and the adapters wait for room, and ``post(...,
+            wait_for_room=False)`` raises :class:`QueueFullError`. ``None``: no bound (each
+            waiting request holds about 4 KB: ``benchmarks/waiting_memory.py``).
         timeout: seconds one attempt of the native client may take before it counts as a
             transport failure.
         headers: extra headers the native client sends with every request.
@@ -68,6 +72,7 @@ class ThrottleOptions:
     redis_failure_policy: str = "fail_closed"
     default_output_tokens: int = DEFAULT_OUTPUT_TOKENS
     max_in_flight: int = 256
+    max_queued: int | None = None
     timeout: float = 600.0
     headers: Mapping[str, str] = field(default_factory=dict)
     clock: Clock = field(default_factory=MonotonicClock)
@@ -84,6 +89,14 @@ class ThrottleOptions:
             )
         if self.max_in_flight < 1:
             raise ConfigurationError(f"max_in_flight must be at least 1: {self.max_in_flight}")
+        if self.max_queued is not None and (
+            isinstance(self.max_queued, bool)
+            or not isinstance(self.max_queued, int)
+            or self.max_queued < 1
+        ):
+            raise ConfigurationError(
+                f"max_queued must be a whole number of at least 1, or None: {self.max_queued!r}"
+            )
         if not (isinstance(self.timeout, int | float) and math.isfinite(self.timeout)) or (
             self.timeout <= 0
         ):
@@ -157,6 +170,7 @@ class ThrottleSettings(TypedDict, total=False):
     redis_failure_policy: str
     default_output_tokens: int
     max_in_flight: int
+    max_queued: int | None
     timeout: float
     headers: Mapping[str, str]
     clock: Clock
