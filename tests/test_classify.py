@@ -233,3 +233,44 @@ def test_bodies_decode_as_json_or_else_as_text() -> None:
     assert decode_body(b'{"error": {"code": "x"}}') == {"error": {"code": "x"}}
     assert decode_body(b"<html>Bad Gateway</html>") == "<html>Bad Gateway</html>"
     assert decode_body(b"\xff") == "\ufffd"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Request too large for gpt-4o. Limit ,, Requested 1",
+        "Request too large for gpt-4o. Limit 1, Requested ,",
+        f"Request too large for gpt-4o. Limit {'9' * 400}, Requested {'9' * 400}",
+    ],
+)
+def test_too_large_with_unreadable_counts_is_still_classified(message: str) -> None:
+    """Commas without digits or counts too big for a float leave the sizes unknown (0)."""
+    error = classify_response(429, {}, body(message, "tokens", "rate_limit_exceeded")).error
+    assert isinstance(error, RequestTooLargeError)
+    assert (error.limit, error.requested) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [f"Please try again in {'9' * 310}s.", f"Please retry after {'9' * 310} seconds."],
+)
+def test_retry_delay_too_big_for_a_float_is_no_delay(message: str) -> None:
+    """A delay that overflows to inf is read as no delay, never as an infinite wait."""
+    assert retry_delay_from_message(message) is None
+
+
+def test_unreadable_error_fields_never_escape_classification() -> None:
+    """Error codes nested too deeply or too big to print become their type name."""
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    huge = 10**5000
+    error = classify_response(400, {}, {"error": {"code": deep, "type": huge}}).error
+    assert isinstance(error, APIStatusError)
+    assert (error.code, error.type) == ("list", "int")
+
+
+def test_body_nested_too_deeply_for_json_decodes_as_text() -> None:
+    """A body nested past the JSON decoder's recursion limit stays readable text."""
+    raw = b"[" * 100_000
+    assert decode_body(raw) == raw.decode()

@@ -62,3 +62,10 @@ def test_format_duration_writes_openai_style() -> None:
     assert format_duration(360) == "6m0s"
     assert format_duration(0.012) == "12ms"
     assert format_duration(3723) == "1h2m3s"
+
+
+@pytest.mark.parametrize("text", ["9" * 310, " " + "9" * 310 + " ", "9" * 310 + ".5"])
+def test_parse_duration_rejects_a_plain_number_too_big_for_a_float(text: str) -> None:
+    """A plain number that overflows to inf is a ValueError, never an infinite wait."""
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)

@@ -422,3 +422,60 @@ def test_fallback_overestimates_english_text() -> None:
     exact = estimate_tokens("chat/completions", body)
     rough = estimate_tokens("chat/completions", body, encodings=offline)
     assert rough.prompt >= exact.prompt
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _circular() -> dict[str, Any]:
+    value: dict[str, Any] = {"type": "file"}
+    value["self"] = value
+    return value
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body"),
+    [
+        ("chat/completions", chat("gpt-4o", [{"role": "user", "content": [_circular()]}])),
+        ("chat/completions", chat("gpt-4o", [{"role": "user", "metadata": _circular()}])),
+        ("chat/completions", chat("gpt-4o", [], tools=[_circular()])),
+        ("v1/moderations", {"model": "gpt-4o", "input": _circular()}),
+    ],
+)
+def test_circular_body_is_an_invalid_request(endpoint: str, body: dict[str, Any]) -> None:
+    """A body that contains itself is an InvalidRequestError saying so, not a ValueError."""
+    with pytest.raises(InvalidRequestError, match="circular"):
+        estimate_tokens(endpoint, body)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body"),
+    [
+        ("chat/completions", chat("gpt-4o", [{"role": "user", "metadata": _nested(5000)}])),
+        ("chat/completions", chat("gpt-4o", [], tools=[_nested(5000)])),
+        ("v1/moderations", {"model": "gpt-4o", "input": _nested(5000)}),
+    ],
+)
+def test_deeply_nested_body_is_an_invalid_request(endpoint: str, body: dict[str, Any]) -> None:
+    """A body nested thousands deep is an InvalidRequestError, not a RecursionError."""
+    with pytest.raises(InvalidRequestError, match="nested"):
+        estimate_tokens(endpoint, body)
+
+
+def test_malformed_endpoint_url_still_names_its_api() -> None:
+    """An endpoint URL urllib cannot split (a broken IPv6 host) is read by its path."""
+    body = chat("gpt-4o", [{"role": "user", "content": "hi"}])
+    assert endpoint_kind("http://[::1/v1/chat/completions") == "chat"
+    assert estimate_tokens("http://[::1/v1/chat/completions", body).prompt > 0
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens", "n", "best_of"])
+def test_huge_counts_are_an_invalid_request(field: str) -> None:
+    """A 401-digit max_tokens (or n) is refused now, not an overflow at admission."""
+    body = chat("gpt-4o", [{"role": "user", "content": "hi"}], **{field: 10**400})
+    with pytest.raises(InvalidRequestError, match=field):
+        estimate_tokens("chat/completions", body)

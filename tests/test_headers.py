@@ -158,3 +158,11 @@ def test_header_lookup_ignores_the_case_of_names() -> None:
     assert header({"X-Request-Id": "req_1"}, "x-request-id") == "req_1"
     assert header({"content-type": "application/json"}, "Content-Type") == "application/json"
     assert header({}, "api-key") is None
+
+
+def test_reset_too_big_for_a_float_is_ignored() -> None:
+    """A 310-digit reset header leaves the reset unknown instead of infinite."""
+    snapshot = parse_rate_limit_headers({**OPENAI, "x-ratelimit-reset-tokens": "9" * 310})
+    assert snapshot is not None
+    assert snapshot.tokens is not None
+    assert snapshot.tokens.reset_seconds is None

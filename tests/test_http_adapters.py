@@ -11,7 +11,14 @@ import httpx2
 import pytest
 
 import throttle
-from throttle import QuotaExhaustedError, RetryPolicy, StreamTruncatedError, Throttle
+from throttle import (
+    QuotaExhaustedError,
+    RetryExhaustedError,
+    RetryPolicy,
+    StreamTruncatedError,
+    Throttle,
+    TransportError,
+)
 from throttle.adapters.aiohttp_middleware import throttle_middleware, throttled_session
 from throttle.adapters.httpx2_transport import ThrottleHttpx2Transport
 from throttle.adapters.httpx_transport import ThrottleHttpxTransport
@@ -172,6 +179,41 @@ async def test_final_error_answers_reach_the_caller_after_throttles_retries(kind
     if kind != "aiohttp":  # for SDKs above httpx; aiohttp answers are handed on untouched
         assert headers["x-should-retry"] == "false"
     assert sim.stats.received == 3
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_attempts_slower_than_timeout_are_retried_transport_failures(
+    kind: str, stream: bool
+) -> None:
+    """An answer (or a stream's first byte) slower than `timeout` fails the attempt; retried."""
+    config = SimulatorConfig(latency=1.0)
+    async with (
+        SimulatedAPI(config) as sim,
+        Throttle(retry=RetryPolicy(max_attempts=2, initial_backoff=0.01), timeout=0.2) as t,
+        driver(kind, t) as client,
+    ):
+        send = client.stream if stream else client.post
+        with pytest.raises(RetryExhaustedError) as caught:
+            await send(f"{sim.base_url}/chat/completions", chat(stream=stream))
+    assert isinstance(caught.value.last_error, TransportError)
+    assert "TimeoutError" in str(caught.value.last_error)
+    assert caught.value.attempts == 2
+    assert sim.stats.received == 2
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+async def test_an_attempt_within_timeout_succeeds(kind: str) -> None:
+    """Answers that arrive within `timeout`, jitter included, are untouched by it."""
+    config = SimulatorConfig(latency=0.05, latency_jitter=0.05)
+    async with (
+        SimulatedAPI(config) as sim,
+        Throttle(retry=FAST, timeout=1.0) as t,
+        driver(kind, t) as client,
+    ):
+        status, _, _ = await client.post(f"{sim.base_url}/chat/completions", chat())
+    assert status == 200
+    assert sim.stats.received == 1
 
 
 @pytest.mark.parametrize("kind", CLIENTS)

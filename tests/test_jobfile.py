@@ -198,3 +198,81 @@ def test_each_result_is_one_whole_line(tmp_path: Path) -> None:
     lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["index"] for line in lines] == [0, 1]
     assert "héllo" in lines[0]
+
+
+def test_a_line_that_is_not_utf8_is_its_own_error_and_the_lines_around_it_are_read(
+    tmp_path: Path,
+) -> None:
+    """One undecodable byte makes an invalid_utf8 line; the lines before and after still read."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"b": "caf\xe9"}\n{"c": 3}\n')
+    lines = list(read_lines(path))
+    assert [line.index for line in lines] == [0, 1, 2]
+    assert count_lines(path) == 3
+    assert parse_line(lines[0].text).body == {"a": 1}
+    assert parse_line(lines[2].text).body == {"c": 3}
+    with pytest.raises(InvalidLineError, match=r"not UTF-8.*0xe9") as caught:
+        parse_line(lines[1].text)
+    assert caught.value.kind == "invalid_utf8"
+    path.write_bytes(b'{"b": "\xff"}\n{"c": 3}\n')
+    assert first_object(path) == (1, {"c": 3})
+
+
+def test_a_lone_carriage_return_stays_inside_its_line_so_indices_never_shift(
+    tmp_path: Path,
+) -> None:
+    r"""Lines end at `\n` only, in reading and counting alike; a `\r\n` ending is dropped."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"a":\r1}\n{"b": "x\ry"}\r\n \r\n{"c": 3}\r\n\xc2\xa0\n\x0c\n{"d": 4}')
+    lines = list(read_lines(path))
+    assert [(line.index, line.text) for line in lines] == [
+        (0, '{"a":\r1}'),
+        (1, '{"b": "x\ry"}'),
+        (2, '{"c": 3}'),
+        (3, "\xa0"),
+        (4, "\x0c"),
+        (5, '{"d": 4}'),
+    ]
+    assert count_lines(path) == len(lines)
+    assert parse_line(lines[0].text).body == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"model": "m"}\n{"model": "n"}',
+        b"hello\nworld",
+        b'{"model": "m"}\n{"index": 1, "resp',
+        b'{"index": 0, "response": {}}\n{"model": "m"}',
+        b'{"index": 0, "response": {}}\n{"index": 1}\n',
+        b'{"index": 0, "response": {}}\n\n{"index": 1, "error": {}}\n',
+    ],
+)
+def test_a_file_that_is_not_a_results_file_is_refused_without_being_modified(
+    tmp_path: Path, content: bytes
+) -> None:
+    """Only a torn last line of a real results file is ever cut; anything else is refused."""
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ConfigurationError, match=r"out\.jsonl.*not a throttle results file"):
+        ResultsFile.resume(path, retry_failed=False)
+    assert path.read_bytes() == content
+
+
+@pytest.mark.parametrize("index", [-1, 2**64, 1.5, "3", True, None])
+def test_a_results_file_with_an_impossible_index_is_refused_without_being_modified(
+    tmp_path: Path, index: object
+) -> None:
+    """A negative, huge, fractional, string, bool or null index names its file and line."""
+    path = tmp_path / "out.jsonl"
+    records: list[dict[str, object]] = [
+        {"index": 0, "response": {}},
+        {"index": index, "response": {}},
+        {"index": 2, "response": {}},
+    ]
+    write_results(path, records, tail=b'{"index": 3, "resp')
+    content = path.read_bytes()
+    for retry_failed in (False, True):
+        with pytest.raises(ConfigurationError, match=r"out\.jsonl.*line 2\b.*index"):
+            ResultsFile.resume(path, retry_failed=retry_failed)
+        assert path.read_bytes() == content

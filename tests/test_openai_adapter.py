@@ -7,7 +7,14 @@ import openai
 import pytest
 
 import throttle
-from throttle import QuotaExhaustedError, RetryPolicy, StreamTruncatedError, Throttle
+from throttle import (
+    QuotaExhaustedError,
+    RetryExhaustedError,
+    RetryPolicy,
+    StreamTruncatedError,
+    Throttle,
+    TransportError,
+)
 from throttle.testing import InFlightWatch, ModelLimits, SimulatedAPI, SimulatorConfig
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hello there"}]
@@ -235,3 +242,19 @@ async def test_wrapping_leaves_the_original_client_alone() -> None:
         assert wrapped._client is not original._client
     assert wrapped is not original
     assert wrapped.api_key == original.api_key
+
+
+async def test_calls_slower_than_timeout_are_retried_transport_failures() -> None:
+    """`Throttle(timeout=)` limits each attempt of a wrapped SDK; the SDK adds no retries."""
+    async with (
+        SimulatedAPI(fast(latency=1.0)) as sim,
+        Throttle(retry=RetryPolicy(max_attempts=2, initial_backoff=0.01), timeout=0.2) as t,
+        sdk(sim, t) as client,
+    ):
+        with pytest.raises(RetryExhaustedError) as caught:
+            await client.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, max_tokens=5
+            )
+    assert isinstance(caught.value.last_error, TransportError)
+    assert "TimeoutError" in str(caught.value.last_error)
+    assert sim.stats.received == 2

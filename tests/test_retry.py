@@ -54,6 +54,23 @@ def test_server_refusal_to_retry_is_obeyed() -> None:
     assert isinstance(decision.error, ServerError)
 
 
+def test_server_refusal_to_retry_a_rate_limit_is_obeyed() -> None:
+    """A 429 rate_limit_exceeded carrying x-should-retry: false finishes with its error."""
+    body = b'{"error": {"message": "slow down", "type": "tokens", "code": "rate_limit_exceeded"}}'
+    answer = read_answer(429, {"x-should-retry": "false", "retry-after": "1"}, body)
+    decision = RetryPolicy().decide(answer, 1)
+    assert isinstance(decision, Finish)
+    assert isinstance(decision.error, RateLimitError)
+
+
+def test_rate_limit_marked_retryable_or_unmarked_is_retried() -> None:
+    """Without x-should-retry (or with true), a 429 rate_limit_exceeded is retried."""
+    body = b'{"error": {"message": "slow down", "type": "tokens", "code": "rate_limit_exceeded"}}'
+    for headers in ({}, {"x-should-retry": "true"}):
+        answer = read_answer(429, headers, body)
+        assert RetryPolicy().decide(answer, 1) == Retry(after=0.0, reason="RateLimitError")
+
+
 def test_server_delay_is_honoured_exactly() -> None:
     """A server error with a retry-after waits that long, without jitter."""
     error = ServerError(DETAILS_500, retry_after=3.25)

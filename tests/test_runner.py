@@ -504,3 +504,22 @@ async def test_a_wrong_base_url_stops_a_batch_file_before_it_burns_it(tmp_path: 
     assert runner.fatal is not None
     assert "the base URL" in runner.fatal
     assert line_count(tmp_path / "results.jsonl") == 0
+
+
+async def test_a_line_that_is_not_utf8_gets_its_own_error_result_and_the_rest_run(
+    tmp_path: Path,
+) -> None:
+    """An undecodable byte fails its line alone; every other line runs; results stay UTF-8."""
+    good = [chat_line(i).encode() for i in range(4)]
+    bad = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "caf\xe9"}]}'
+    (tmp_path / "requests.jsonl").write_bytes(b"\n".join([*good[:2], bad, *good[2:]]) + b"\n")
+    async with SimulatedAPI(fast()) as sim:
+        status = await JobRunner(options(tmp_path, sim.base_url), show_progress=False).run()
+    output = tmp_path / "results.jsonl"
+    records = {r["index"]: r for r in results(output)}
+    output.read_bytes().decode("utf-8")
+    assert status == EXIT_FAILED
+    assert sorted(records) == list(range(5))
+    assert records[2]["error"]["code"] == "invalid_utf8"
+    assert all("response" in records[i] for i in (0, 1, 3, 4))
+    assert sim.stats.received == 4

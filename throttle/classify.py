@@ -7,6 +7,7 @@ hand the status, headers and decoded body here.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ RETRYABLE_STATUSES = frozenset({408, 409, 529})
 _TRY_AGAIN = re.compile(r"try again in\s+((?:\d+(?:\.\d+)?\s*(?:ms|h|m|s)\s*)+)", re.IGNORECASE)
 _RETRY_AFTER_SECONDS = re.compile(r"retry after\s+(\d+(?:\.\d+)?)\s+seconds?", re.IGNORECASE)
 _LIMIT_KIND = re.compile(r"on (tokens|requests) per (min|day)", re.IGNORECASE)
-_TOO_LARGE = re.compile(r"Limit\s+([\d,]+)\s*,\s*Requested\s+([\d,]+)", re.IGNORECASE)
+# A count starts with a digit: "Limit ,, Requested 1" names no count at all.
+_TOO_LARGE = re.compile(r"Limit\s+(\d[\d,]*)\s*,\s*Requested\s+(\d[\d,]*)", re.IGNORECASE)
 
 
 class Verdict(StrEnum):
@@ -74,9 +76,22 @@ def decode_body(raw: bytes) -> object:
     """Return a response body as :func:`classify_response` reads it: JSON, else its text."""
     try:
         decoded: object = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: a body nested past the decoder's limit is still readable as text.
         return raw.decode("utf-8", "replace")
     return decoded
+
+
+def _field_text(value: object) -> str | None:
+    """Return an error field as text; a value too deep or too big to print is its type name."""
+    if value is None:
+        return None
+    try:
+        return str(value)
+    except (ValueError, RecursionError):
+        # ValueError: an int past Python's digit limit; RecursionError: a list nested deeper
+        # than the interpreter can print. Classifying must never fail on a server's body.
+        return type(value).__name__
 
 
 def _error_fields(body: object) -> tuple[str | None, str | None, str]:
@@ -85,8 +100,8 @@ def _error_fields(body: object) -> tuple[str | None, str | None, str]:
     if isinstance(error, Mapping):
         code, kind, message = error.get("code"), error.get("type"), error.get("message")
         return (
-            None if code is None else str(code),
-            None if kind is None else str(kind),
+            _field_text(code),
+            _field_text(kind),
             message if isinstance(message, str) else "",
         )
     if isinstance(body, str):
@@ -101,16 +116,16 @@ def retry_delay_from_message(message: str) -> float | None:
         message: the server's error message.
 
     Returns:
-        Seconds to wait, or ``None`` when the message names no delay.
+        Seconds to wait (finite, non-negative), or ``None`` when the message names no delay
+        or one too big to be a float.
     """
-    match = _TRY_AGAIN.search(message)
-    if match:
-        try:
-            return parse_duration(match.group(1).strip())
-        except ValueError:
-            return None
-    match = _RETRY_AFTER_SECONDS.search(message)
-    return float(match.group(1)) if match else None
+    match = _TRY_AGAIN.search(message) or _RETRY_AFTER_SECONDS.search(message)
+    if not match:
+        return None
+    try:
+        return parse_duration(match.group(1).strip())
+    except ValueError:
+        return None
 
 
 def _limit_type(kind: str | None, message: str) -> str | None:
@@ -121,12 +136,19 @@ def _limit_type(kind: str | None, message: str) -> str | None:
     return kind if kind in ("tokens", "requests") else None
 
 
+def _token_count(text: str) -> float:
+    """Read "50,000" as 50000.0; a count too big to be a float is unknown (0.0)."""
+    try:
+        count = float(text.replace(",", ""))
+    except ValueError:
+        return 0.0
+    return count if math.isfinite(count) else 0.0
+
+
 def _too_large(details: ErrorDetails) -> RequestTooLargeError:
     match = _TOO_LARGE.search(details.message)
     limit, requested = (
-        (float(match.group(1).replace(",", "")), float(match.group(2).replace(",", "")))
-        if match
-        else (0.0, 0.0)
+        (_token_count(match.group(1)), _token_count(match.group(2))) if match else (0.0, 0.0)
     )
     return RequestTooLargeError(
         f"request is larger than the whole bucket: {details.describe()}",
@@ -146,6 +168,8 @@ def classify_response(status: int, headers: Mapping[str, str], body: object) -> 
 
     Returns:
         The classification; ``error`` holds the exception to raise when it is not a success.
+        Never raises, whatever the status, headers or body: a server's answer, however
+        malformed, is classified (at worst as a client or server error with no delay).
     """
     if 200 <= status < 300:
         return SUCCESS
@@ -163,6 +187,8 @@ def classify_response(status: int, headers: Mapping[str, str], body: object) -> 
     if status == 429:
         limit_type = _limit_type(kind, message)
         limited = RateLimitError(details, retry_after=retry_after, limit_type=limit_type)
+        # Only an explicit "false" stops it: a rate limit is retryable by nature.
+        limited.retryable = parse_should_retry(headers) is not False
         return Classification(Verdict.RATE_LIMITED, limited)
     server_side = status >= 500 or status in RETRYABLE_STATUSES
     error = (ServerError if server_side else APIStatusError)(details, retry_after=retry_after)

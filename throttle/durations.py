@@ -41,7 +41,11 @@ def parse_duration(text: str) -> float:
         raise TypeError(f"duration must be a string, got {type(text).__name__}")
     plain = _PLAIN_NUMBER.fullmatch(text)
     if plain:
-        return float(plain.group(1))
+        seconds = float(plain.group(1))
+        # 310 digits parse as inf: an infinite wait is no wait a caller can act on.
+        if not math.isfinite(seconds):
+            raise ValueError(f"not a duration: {text!r}")
+        return seconds
     total = 0.0
     position = 0
     stripped = text.rstrip()

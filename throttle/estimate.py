@@ -22,6 +22,13 @@ from throttle.tokenizer import EncodingCache, default_encodings
 DEFAULT_OUTPUT_TOKENS = 1024
 """Output tokens reserved when a body sets no ``max_*_tokens`` (configurable per call)."""
 
+MAX_COUNT = 100_000_000
+"""Largest ``max_*_tokens``, ``n`` or ``best_of`` a body may set.
+
+No model's context window comes near 100M tokens; a larger value is a mistake, refused here
+rather than overflowing the token buckets at admission.
+"""
+
 _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
@@ -54,7 +61,12 @@ def endpoint_kind(endpoint: str) -> str:
     Returns:
         ``"chat"``, ``"responses"``, ``"completions"``, ``"embeddings"`` or ``"other"``.
     """
-    path = urlsplit(endpoint).path.rstrip("/")
+    try:
+        path = urlsplit(endpoint).path
+    except ValueError:
+        # A URL urllib cannot split (a broken IPv6 host): its path still ends the string.
+        path = endpoint.split("?", 1)[0].split("#", 1)[0]
+    path = path.rstrip("/")
     for suffix, kind in (
         ("chat/completions", "chat"),
         ("responses", "responses"),
@@ -87,8 +99,9 @@ def estimate_tokens(
         The estimate; ``exact`` is ``False`` when text had to be counted by length.
 
     Raises:
-        InvalidRequestError: the body is not an object, names no model, or holds a field of
-            an unexpected type; the message names the field.
+        InvalidRequestError: the body is not an object, names no model, holds a field of
+            an unexpected type, is circular, nests too deeply, or sets ``max_*_tokens``,
+            ``n`` or ``best_of`` above :data:`MAX_COUNT`; the message names the field.
     """
     if not isinstance(body, Mapping):
         raise InvalidRequestError(f"request body must be a JSON object, got {type_name(body)}")
@@ -109,8 +122,21 @@ def _positive_int(body: Mapping[str, object], field: str, default: int) -> int:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidRequestError(f"'{field}' must be a positive integer, got {value!r}")
+        raise InvalidRequestError(f"'{field}' must be a positive integer, got {_shown(value)}")
+    if value > MAX_COUNT:
+        raise InvalidRequestError(f"'{field}' must be at most {MAX_COUNT:,}, got {_shown(value)}")
     return value
+
+
+def _shown(value: object) -> str:
+    """Show a value in an error message, short, even when ``repr`` would fail or run long."""
+    if isinstance(value, int) and not -(10**15) < value < 10**15:
+        return f"a {value.bit_length()}-bit integer"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return type_name(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _reserved_output(body: Mapping[str, object], default: int) -> int:

@@ -9,6 +9,7 @@ top-level key). The file's first JSON object says which format the file is in.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,10 @@ from throttle.errors import ConfigurationError
 
 RAW_LINE_LIMIT = 1000  # characters of an unreadable line kept in its error result
 BATCH_KEYS = ("custom_id", "method", "url", "body")  # a Batch API line's fields, all required
+JSON_WHITESPACE = b" \t\r\n"  # a line of only these is blank: skipped, no index
+# read_lines keeps each undecodable byte as one of these (surrogateescape); UTF-8 text never
+# holds a surrogate, so finding one means the line was not UTF-8
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +54,8 @@ class InvalidLineError(ValueError):
     """An input line that cannot be sent; becomes an error result for that line, never sent.
 
     Attributes:
-        kind: the ``code`` of the error result: ``"invalid_json"``, ``"not_an_object"``,
+        kind: the ``code`` of the error result: ``"invalid_utf8"``, ``"invalid_json"``,
+            ``"not_an_object"``,
             ``"invalid_batch_line"`` (a Batch API line missing a field or with one of the
             wrong type), ``"method_not_allowed"`` (not ``POST``), ``"duplicate_custom_id"``
             or ``"mixed_line_formats"``.
@@ -63,31 +69,42 @@ class InvalidLineError(ValueError):
 
 
 def read_lines(path: Path) -> Iterator[InputLine]:
-    """Yield the non-blank lines of ``path`` one by one, never loading the file.
+    r"""Yield the non-blank lines of ``path`` one by one, never loading the file.
+
+    A line ends at ``\n`` only (a ``\r\n`` ending loses its ``\r``; a lone ``\r`` stays
+    inside the line), exactly as :func:`count_lines` counts, so indices never shift. A line
+    that is not UTF-8 is still yielded, its undecodable bytes kept as lone surrogates
+    (``surrogateescape``), for :func:`parse_line` to refuse that line alone.
 
     Raises:
-        ConfigurationError: the file cannot be opened or is not UTF-8 text.
+        ConfigurationError: the file cannot be opened or read.
     """
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    with handle:
-        index = 0
-        try:
-            for text in handle:
-                if text.strip():
-                    yield InputLine(index, text.rstrip("\n"))
-                    index += 1
-        except UnicodeDecodeError as exc:
-            raise ConfigurationError(f"{path} is not UTF-8 text: {exc}") from exc
+    for index, raw in enumerate(_non_blank_lines(path)):
+        ending = 2 if raw.endswith(b"\r\n") else 1 if raw.endswith(b"\n") else 0
+        yield InputLine(index, raw[: len(raw) - ending].decode("utf-8", "surrogateescape"))
 
 
 def count_lines(path: Path) -> int:
-    """Count the non-blank lines of ``path`` (one quick pass, for progress and ETA)."""
+    """Count the non-blank lines of ``path`` (one quick pass, for progress and ETA).
+
+    Raises:
+        ConfigurationError: the file cannot be opened or read.
+    """
+    return sum(1 for _ in _non_blank_lines(path))
+
+
+def _non_blank_lines(path: Path) -> Iterator[bytes]:
+    r"""The raw lines of ``path`` (split on ``\n`` only) that are not blank.
+
+    The one place lines are split and blank ones dropped, for reading and counting alike.
+    Blank means JSON whitespace only (space, tab, CR, LF): any other byte makes a line that
+    gets an index and a result.
+    """
     try:
-        with path.open("rb") as handle:
-            return sum(1 for line in handle if line.strip())
+        with path.open("rb") as handle:  # binary: no universal newlines, no decoding here
+            for raw in handle:
+                if raw.strip(JSON_WHITESPACE):
+                    yield raw
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
@@ -104,6 +121,8 @@ def first_object(path: Path) -> tuple[int, dict[str, Any]] | None:
         ConfigurationError: the file cannot be read.
     """
     for line in read_lines(path):
+        if _UNDECODABLE.search(line.text):
+            continue  # parse_line refuses it, so it cannot give the file's format
         try:
             value = json.loads(line.text)
         except ValueError:
@@ -120,9 +139,18 @@ def parse_line(text: str) -> RequestLine:
     line's, beside its four fields.
 
     Raises:
-        InvalidLineError: the line is not valid JSON, not a JSON object, or a Batch API line
-            that is incomplete, has a field of the wrong type or a method other than POST.
+        InvalidLineError: the line is not UTF-8, not valid JSON, not a JSON object, or a
+            Batch API line that is incomplete, has a field of the wrong type or a method
+            other than POST.
     """
+    undecodable = _UNDECODABLE.search(text)
+    if undecodable:
+        byte = ord(undecodable.group()) - 0xDC00
+        raise InvalidLineError(
+            "invalid_utf8",
+            f"line is not UTF-8 text: byte 0x{byte:02x} at character "
+            f"{undecodable.start() + 1} cannot be decoded",
+        )
     try:
         value = json.loads(text)
     except ValueError as exc:

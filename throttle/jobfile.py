@@ -1,4 +1,4 @@
-"""The runner's results file: append-only, one result line per input line, exactly once.
+r"""The runner's results file: append-only, one result line per input line, exactly once.
 
 Exactly once, across crashes: every result is one ``os.write`` of one whole line to a file
 opened with ``O_APPEND``, so a killed process leaves either the whole line or, rarely, a torn
@@ -6,18 +6,34 @@ last line, which the next run detects and cuts off. A background ``fsync`` every
 finished lines survive a reboot too. On resume the indices already in the results file are
 skipped; with ``--retry-failed`` the file is first rewritten without its error lines, so an
 index never has two lines.
+
+A results file is a file in which every line ending in ``\n`` is a result line: a JSON object
+whose ``index`` is an integer (not a bool) from 0 to :data:`MAX_INDEX`, with exactly one of
+``response`` and ``error``, and a ``custom_id``, if any, that is a string or null. Only its last
+line may be otherwise, and only when it is a torn result line: a result line without its ``\n``,
+or a line that is not JSON (with or without its ``\n``) but begins as every result line begins
+(``{"index":``, or a piece of it); only such a line is ever cut, and only once the rest has
+passed. Anything else is not a results file: it is refused, and never modified, so that ``-o``
+pointed at the wrong file cannot destroy it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from throttle.errors import ConfigurationError
+
+MAX_INDEX = 10**9 - 1  # a billion lines; the done bitmap then takes at most 125 MB
+RESULT_LINE_START = b'{"index":'  # how every line that ResultsFile.write writes begins
+# a result line's text can hold a lone surrogate (an input line that was not UTF-8); written
+# as U+FFFD, so the results file stays UTF-8
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class IndexSet:
@@ -32,10 +48,16 @@ class IndexSet:
 
     def __contains__(self, index: int) -> bool:
         byte = index >> 3
-        return byte < len(self._bits) and bool(self._bits[byte] & (1 << (index & 7)))
+        return 0 <= byte < len(self._bits) and bool(self._bits[byte] & (1 << (index & 7)))
 
     def add(self, index: int) -> None:
-        """Add ``index``."""
+        """Add ``index``.
+
+        Raises:
+            ValueError: ``index`` is not from 0 to :data:`MAX_INDEX`.
+        """
+        if not 0 <= index <= MAX_INDEX:
+            raise ValueError(f"index {index} is not from 0 to {MAX_INDEX}")
         if index in self:
             return
         byte = index >> 3
@@ -79,47 +101,62 @@ class ResultsFile:
     def resume(path: Path, *, retry_failed: bool) -> Resumed:
         """Read what ``path`` already holds, cutting off a torn last line.
 
-        With ``retry_failed``, rewrite the file (atomically) without its error lines.
+        The whole file is checked before anything is changed: a file that is not a results
+        file (see the module docstring) is refused as it is. With ``retry_failed``, the file
+        is then rewritten (atomically) without its error lines.
 
         Raises:
-            ConfigurationError: the file exists but cannot be read or written.
+            ConfigurationError: the file exists but cannot be read or written, or is not a
+                results file (the error names the line and what is wrong with it).
         """
         resumed = Resumed(IndexSet())
         if not path.exists():
             return resumed
+        kept: list[bytes] = []
+        good_bytes = 0  # the length of the file without a torn last line
         try:
-            resumed.repaired_bytes = _cut_torn_tail(path)
-            kept: list[bytes] = []
             with path.open("rb") as handle:
-                for raw in handle:
-                    record = json.loads(raw)
-                    failed = "error" in record
+                for number, raw, last in _numbered_lines(handle):
+                    try:
+                        index, failed, custom_id = _read_result(raw)
+                    except _NotAResultLineError as exc:
+                        if last and _is_torn(raw):
+                            break
+                        raise ConfigurationError(
+                            f"{path} is not a throttle results file: line {number} {exc}; "
+                            "it was left as it is (use another -o, or move it away)"
+                        ) from None
+                    if last and not raw.endswith(b"\n"):
+                        break  # whole but for its newline: torn all the same, so redone
+                    good_bytes += len(raw)
                     if failed and retry_failed:
                         continue
-                    index = int(record["index"])
                     resumed.done.add(index)
-                    custom_id = record.get("custom_id")
-                    if isinstance(custom_id, str):
+                    if custom_id is not None:
                         held = resumed.custom_ids.setdefault(custom_id, index)
                         resumed.custom_ids[custom_id] = min(held, index)
                     resumed.failed += failed
                     resumed.succeeded += not failed
                     if retry_failed:
                         kept.append(raw)
+                size = handle.seek(0, os.SEEK_END)
+            resumed.repaired_bytes = size - good_bytes
+            if resumed.repaired_bytes:
+                _truncate(path, good_bytes)
             if retry_failed:
                 _replace(path, kept)
         except OSError as exc:
             raise ConfigurationError(f"cannot use results file {path}: {exc}") from exc
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigurationError(
-                f"{path} is not a throttle results file (a line without an index): {exc}"
-            ) from exc
         return resumed
 
     def write(self, record: Mapping[str, Any]) -> None:
-        """Append one result as one line, in one write."""
+        """Append one result as one line, in one write.
+
+        ``record`` starts with its ``index`` (so a torn line can be told from another file's
+        line); a lone surrogate in its text is written as U+FFFD.
+        """
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-        data = line.encode("utf-8")
+        data = _LONE_SURROGATE.sub("\ufffd", line).encode("utf-8")
         written = os.write(self._fd, data)
         while written < len(data):  # a short write on a full disk: finish the line
             written += os.write(self._fd, data[written:])
@@ -137,23 +174,64 @@ class ResultsFile:
         os.close(self._fd)
 
 
-def _cut_torn_tail(path: Path) -> int:
-    """Cut a last line that a crash left unfinished (no newline, or not JSON)."""
-    data = path.read_bytes()
-    end = len(data)
-    if data and not data.endswith(b"\n"):
-        end = data.rfind(b"\n") + 1
-    last_start = data.rfind(b"\n", 0, max(0, end - 1)) + 1
-    if end > last_start:
-        try:
-            json.loads(data[last_start:end])
-        except ValueError:
-            end = last_start
-    if end < len(data):
-        with path.open("r+b") as handle:
-            handle.truncate(end)
-            os.fsync(handle.fileno())
-    return len(data) - end
+def _numbered_lines(handle: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
+    r"""Each line of ``handle`` (split on ``\n`` only) with its 1-based number and lastness."""
+    number = 0
+    previous = handle.readline()
+    while previous:
+        current = handle.readline()
+        number += 1
+        yield number, previous, not current
+        previous = current
+
+
+class _NotAResultLineError(Exception):
+    """A line that is not a result line; the message says why, after "line N"."""
+
+
+def _read_result(raw: bytes) -> tuple[int, bool, str | None]:
+    """A result line's index, whether it is an error, and its ``custom_id``.
+
+    Raises:
+        _NotAResultLineError: ``raw`` is not a result line.
+    """
+    try:
+        record = json.loads(raw)
+    except ValueError:  # UnicodeDecodeError too
+        if not raw.strip():
+            raise _NotAResultLineError("is blank") from None
+        raise _NotAResultLineError("is not JSON") from None
+    if not isinstance(record, dict):
+        raise _NotAResultLineError(f"is a JSON {type(record).__name__}, not an object")
+    if "index" not in record:
+        raise _NotAResultLineError("has no index")
+    index = record["index"]
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_INDEX:
+        raise _NotAResultLineError(f"has the index {index!r}, not an integer from 0 to {MAX_INDEX}")
+    if ("response" in record) == ("error" in record):
+        raise _NotAResultLineError("has not exactly one of response and error")
+    custom_id = record.get("custom_id")
+    if custom_id is not None and not isinstance(custom_id, str):
+        raise _NotAResultLineError(f"has the custom_id {custom_id!r}, not a string")
+    return index, "error" in record, custom_id
+
+
+def _is_torn(raw: bytes) -> bool:
+    """Whether a last line that is not a result line is a torn one (see the module docstring)."""
+    text = raw.rstrip(b"\n")
+    if not text:
+        return False
+    try:
+        json.loads(text)
+    except ValueError:
+        return text.startswith(RESULT_LINE_START) or RESULT_LINE_START.startswith(text)
+    return False  # whole JSON that is not a result: another file's line, not a torn one
+
+
+def _truncate(path: Path, size: int) -> None:
+    with path.open("r+b") as handle:
+        handle.truncate(size)
+        os.fsync(handle.fileno())
 
 
 def _replace(path: Path, lines: list[bytes]) -> None:

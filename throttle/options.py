@@ -52,8 +52,8 @@ class ThrottleOptions:
             most; beyond it ``post`` and the adapters wait for room, and ``post(...,
             wait_for_room=False)`` raises :class:`QueueFullError`. ``None``: no bound (each
             waiting request holds about 4 KB: ``benchmarks/waiting_memory.py``).
-        timeout: seconds one attempt of the native client may take before it counts as a
-            transport failure.
+        timeout: seconds one attempt may take (the native client and every adapter) before
+            it counts as a transport failure, retried like one.
         headers: extra headers the native client sends with every request.
         clock: where time is read and waited on (tests drive a manual one).
 

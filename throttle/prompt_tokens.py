@@ -25,6 +25,12 @@ IMAGE_TOKENS_LOW = 85
 IMAGE_TOKENS_HIGH = 765  # a 1024x1024 image at high detail: 85 + 4 tiles x 170
 AUDIO_TOKENS_PER_SECOND = 10
 AUDIO_BYTES_PER_SECOND = 16_000  # 128 kbit/s: overestimates the length of compressed audio
+MAX_NESTING = 100
+"""Deepest nesting of objects and lists a body may have; tools' JSON schemas need about 10.
+
+Deeper bodies (and circular ones) are refused before counting, so counting them can never
+exhaust Python's recursion limit.
+"""
 
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text", "refusal"})
 _IMAGE_PART_TYPES = frozenset({"image_url", "input_image"})
@@ -58,13 +64,45 @@ def count_prompt_tokens(kind: str, body: Mapping[str, object], count: TextCounte
         The input tokens, framing included.
 
     Raises:
-        InvalidRequestError: a field has an unexpected type; the message names the field.
+        InvalidRequestError: a field has an unexpected type, is circular, is nested more than
+            :data:`MAX_NESTING` levels deep or cannot be written as JSON; the message names
+            the field.
     """
+    _check_nesting(body, "", 0, set())
     return _PROMPT_COUNTERS[kind](body, count)
 
 
-def _json_tokens(value: object, count: Counter) -> int:
-    return count(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str))
+def _check_nesting(value: object, where: str, depth: int, enclosing: set[int]) -> None:
+    """Refuse a value that contains itself or nests deeper than :data:`MAX_NESTING`.
+
+    ``enclosing`` holds the ids of the containers around ``value``; a value met again inside
+    itself is a cycle, while the same list used twice side by side is not.
+    """
+    if isinstance(value, Mapping):
+        children = [(f"{where}.{key}" if where else str(key), v) for key, v in value.items()]
+    elif isinstance(value, list | tuple):
+        children = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return
+    if id(value) in enclosing:
+        raise InvalidRequestError(f"{where} is circular: it contains itself")
+    if depth >= MAX_NESTING:
+        raise InvalidRequestError(f"{where} is nested more than {MAX_NESTING} levels deep")
+    enclosing.add(id(value))
+    for child_where, child in children:
+        if isinstance(child, Mapping | list | tuple):
+            _check_nesting(child, child_where, depth + 1, enclosing)
+    enclosing.discard(id(value))
+
+
+def _json_tokens(value: object, count: Counter, where: str) -> int:
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    except (TypeError, ValueError) as exc:
+        # TypeError: a key JSON cannot hold (a tuple); ValueError: an int past Python's digit
+        # limit. Either way the server could not read it either.
+        raise InvalidRequestError(f"{where} cannot be written as JSON: {exc}") from exc
+    return count(text)
 
 
 def _image_tokens(part: Mapping[str, object]) -> int:
@@ -101,7 +139,7 @@ def _part_tokens(part: object, count: Counter, where: str) -> int:
     if part_type == "input_audio":
         return _audio_tokens(part)
     # Files and unknown part types: their JSON is a conservative stand-in for their content.
-    return _json_tokens(part, count)
+    return _json_tokens(part, count, where)
 
 
 def _content_tokens(content: object, count: Counter, where: str) -> int:
@@ -128,7 +166,7 @@ def _message_tokens(message: object, count: Counter, where: str) -> int:
         elif isinstance(value, str):
             tokens += count(value)
         elif value is not None:
-            tokens += _json_tokens(value, count)
+            tokens += _json_tokens(value, count, f"{where}.{key}")
     return tokens
 
 
@@ -148,10 +186,14 @@ def _tools_tokens(body: Mapping[str, object], count: Counter) -> int:
             continue
         if not isinstance(tools, list):
             raise InvalidRequestError(f"'{field}' must be a list, got {type_name(tools)}")
-        tokens += sum(_json_tokens(tool, count) + TOKENS_PER_TOOL for tool in tools)
-    response_format = body.get("response_format", body.get("text"))
+        tokens += sum(
+            _json_tokens(tool, count, f"{field}[{i}]") + TOKENS_PER_TOOL
+            for i, tool in enumerate(tools)
+        )
+    format_field = "response_format" if "response_format" in body else "text"
+    response_format = body.get(format_field)
     if isinstance(response_format, Mapping):
-        tokens += _json_tokens(response_format, count)
+        tokens += _json_tokens(response_format, count, format_field)
     return tokens
 
 

@@ -139,23 +139,32 @@ def throttle_middleware(throttle: Throttle, *, priority: int = 0) -> Any:
         what = f"{request.method} {request.url}"
         with transport_failures(AIOHTTP_FAILURES, what):
             response = await handler(request)
-            if metering.streaming and response.status < 300:
-                first = await response.content.readany()
-                if not first:
-                    response.release()
-                    raise TransportError(f"{what}: the stream ended before its first byte")
-                content = WatchedContent(
-                    response.content,
-                    first,
-                    StreamWatcher(),
-                    lambda done: throttle.record_usage(
-                        metering.key, done.usage, metering.estimate.prompt
-                    ),
-                    what,
-                )
-                response.content = content  # type: ignore[assignment] # reading API stand-in
-                return Received(response, response.status, response.headers)
-            body = await response.read()
+            try:
+                return await read(response, metering, what)
+            except BaseException:
+                # Failed, or cancelled when the attempt's time was up: free the connection.
+                response.close()
+                raise
+
+    async def read(
+        response: ClientResponse, metering: Metering, what: str
+    ) -> Received[ClientResponse]:
+        if metering.streaming and response.status < 300:
+            first = await response.content.readany()
+            if not first:
+                raise TransportError(f"{what}: the stream ended before its first byte")
+            content = WatchedContent(
+                response.content,
+                first,
+                StreamWatcher(),
+                lambda done: throttle.record_usage(
+                    metering.key, done.usage, metering.estimate.prompt
+                ),
+                what,
+            )
+            response.content = content  # type: ignore[assignment] # reading API stand-in
+            return Received(response, response.status, response.headers)
+        body = await response.read()
         return Received(response, response.status, response.headers, body)
 
     async def middleware(request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
@@ -164,7 +173,11 @@ def throttle_middleware(throttle: Throttle, *, priority: int = 0) -> Any:
         if metering is None:
             return await handler(request)
         answer = await exchange(
-            throttle, metering, lambda: attempt(request, handler, metering), priority=priority
+            throttle,
+            metering,
+            lambda: attempt(request, handler, metering),
+            what=f"{request.method} {request.url}",
+            priority=priority,
         )
         return answer.response
 

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from throttle.answer import Answer, read_answer
 from throttle.client import Throttle
-from throttle.errors import RetryExhaustedError, ThrottleError, transport_failures
+from throttle.errors import RetryExhaustedError, ThrottleError, TransportError, transport_failures
 from throttle.estimate import TokenEstimate, estimate_tokens
 from throttle.headers import header
 from throttle.keys import BucketKey, azure_deployment
@@ -138,15 +138,22 @@ async def exchange(
     metering: Metering,
     attempt: Callable[[], Awaitable[Received[R]]],
     *,
+    what: str,
     priority: int = 0,
 ) -> Received[R]:
     """Send a request through the scheduler and return the server's final answer.
 
+    Every attempt is limited to the Throttle's ``timeout`` (seconds, on its clock), as the
+    native client's is: one that takes longer fails with :class:`TransportError`, which the
+    retry policy retries like a dropped connection.
+
     Args:
         throttle: whose buckets, retries and breaker apply.
         metering: from :func:`meter`.
-        attempt: sends the request once and returns what was received; raises
-            :class:`TransportError` when nothing usable arrived.
+        attempt: sends the request once and returns what was received (for a stream, once
+            its first chunk arrived); raises :class:`TransportError` when nothing usable
+            arrived. Cancelled when the attempt's time is up.
+        what: names the request in errors (``"POST https://..."``).
         priority: smaller goes first.
 
     Returns:
@@ -159,7 +166,7 @@ async def exchange(
     final: list[tuple[Received[R], Answer[Received[R]]]] = []
 
     async def send() -> Answer[Received[R]]:
-        received = await attempt()
+        received = await _within_timeout(throttle, attempt, what)
         answer = read_answer(received.status, received.headers, received.body, value=received)
         final[:] = [(received, answer)]
         return answer
@@ -171,6 +178,21 @@ async def exchange(
         if final and _ended_by(error, final[0][1].error):
             return final[0][0]
         raise
+
+
+async def _within_timeout(
+    throttle: Throttle, attempt: Callable[[], Awaitable[Received[R]]], what: str
+) -> Received[R]:
+    seconds = throttle.options.timeout
+    try:
+        async with throttle.options.clock.timeout(seconds) as scope:
+            return await attempt()
+    except TimeoutError as exc:
+        if not scope.expired():  # the caller's deadline, or the library's own timeout
+            raise
+        raise TransportError(
+            f"{what} failed: TimeoutError: no answer within {seconds:g} s"
+        ) from exc
 
 
 async def watch_chunks(

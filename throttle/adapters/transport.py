@@ -86,6 +86,7 @@ class TransportCore:
             self.throttle,
             metering,
             lambda: self._attempt(request, metering),
+            what=self._what(request),
             priority=self._priority,
         )
         return self._respond(request, answer, metering)
@@ -100,17 +101,24 @@ class TransportCore:
     async def _attempt(self, request: Any, metering: Metering) -> Received[Any]:
         with transport_failures(self.failures, self._what(request)):
             response = await self._inner.handle_async_request(request)
-            if metering.streaming and response.status_code < 300:
-                chunks = response.aiter_bytes()
-                first = await anext(chunks, b"")
-                if not first:
-                    await response.aclose()
-                    raise TransportError(
-                        f"{self._what(request)}: the stream ended before its first byte"
-                    )
-                opened = _OpenStream(response, first, chunks)
-                return Received(opened, response.status_code, response.headers)
-            content = await response.aread()
+            try:
+                return await self._read(request, response, metering)
+            except BaseException:
+                # Failed, or cancelled when the attempt's time was up: free the connection.
+                await response.aclose()
+                raise
+
+    async def _read(self, request: Any, response: Any, metering: Metering) -> Received[Any]:
+        if metering.streaming and response.status_code < 300:
+            chunks = response.aiter_bytes()
+            first = await anext(chunks, b"")
+            if not first:
+                raise TransportError(
+                    f"{self._what(request)}: the stream ended before its first byte"
+                )
+            opened = _OpenStream(response, first, chunks)
+            return Received(opened, response.status_code, response.headers)
+        content = await response.aread()
         return Received(response, response.status_code, response.headers, content)
 
     def _respond(self, request: Any, answer: Received[Any], metering: Metering) -> Any:
