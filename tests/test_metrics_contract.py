@@ -23,7 +23,7 @@ from throttle.keys import credential_identity
 from throttle.metrics import PrometheusMetrics
 from throttle.progress import JobTally, Progress
 
-CANARY = "sk-canary-0123456789abcdefghijklmnopqrstuvwxyz"
+CANARY = "sk-canary-not-a-real-key-0123"
 
 
 def busy_metrics() -> PrometheusMetrics:

@@ -40,7 +40,7 @@ from throttle.testing.prometheus_server import PrometheusQueryError, PrometheusS
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "docs" / "grafana" / "throttle.json"
 ALERTS = REPO / "docs" / "prometheus" / "alerts.yml"
-CANARY_KEY = "sk-canary-5b1e0c7d9a2f4e6b8c3d1a0f9e8d7c6b5a4f3e2d1c0b"
+CANARY_KEY = "sk-canary-never-a-real-key-5b1e"
 MODEL = "gpt-4o-mini"
 REQUESTS = 300  # about 130k tokens: some 20 s at 600k, then 400k, tokens per minute
 # Grafana's own variables, as a dashboard a few minutes wide would set them.
