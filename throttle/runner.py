@@ -255,7 +255,7 @@ class JobRunner:
         try:
             results.write(record)
         except (ValueError, TypeError, RecursionError):
-            results.write({**record, "request": None, "line": str(record.get("request"))[:1000]})
+            results.write({**record, "request": None, "line": str(record.get("request"))[:RAW_LINE_LIMIT]})
         except OSError as error:
             self._unwritable = True
             self._abort(
