@@ -255,7 +255,9 @@ class JobRunner:
         try:
             results.write(record)
         except (ValueError, TypeError, RecursionError):
-            results.write({**record, "request": None, "line": str(record.get("request"))[:RAW_LINE_LIMIT]})
+            results.write(
+                {**record, "request": None, "line": str(record.get("request"))[:RAW_LINE_LIMIT]}
+            )
         except OSError as error:
             self._unwritable = True
             self._abort(
