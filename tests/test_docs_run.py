@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import stat
 import sys
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import yaml
 import throttle
 from tests.doc_blocks import DocBlock, all_blocks
 from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
+from throttle.testing.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BLOCKS = all_blocks(REPO)
@@ -84,14 +84,6 @@ NOT_RUN = (
 def not_run_reason(block: DocBlock) -> str | None:
     """The reason ``block`` is not run, or ``None`` when it is."""
     return next((entry.reason for entry in NOT_RUN if entry.matches(block)), None)
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now (for a block that serves, such as the metrics example)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def block_env(sim: SimulatedAPI, bin_dir: Path, redis_url: str | None) -> dict[str, str]:

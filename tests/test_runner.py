@@ -4,7 +4,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
+from tests.scripted_server import COMPLETION, NOT_FOUND, serve
 from throttle.run_options import RunOptions
 from throttle.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobRunner
 from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
+from throttle.testing.ports import free_port
 
 
 def chat_line(i: int, max_tokens: int = 20) -> str:
@@ -325,38 +325,10 @@ async def test_azure_deployment_urls_work_with_their_query_string(tmp_path: Path
     assert [r["response"]["model"] for r in records] == ["my-4o"] * 3
 
 
-async def serve(answers: list[tuple[int, dict[str, Any]]]) -> tuple[web.AppRunner, str]:
-    """A server on 127.0.0.1 answering every POST with `answers` in turn (the last repeats)."""
-    received: list[int] = []
-
-    async def answer(_request: web.Request) -> web.Response:
-        status, body = answers[min(len(received), len(answers) - 1)]
-        received.append(status)
-        return web.json_response(body, status=status)
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/v1"
-
-
-INVALID_URL = {"message": "Invalid URL (POST /v1/chat)", "type": "invalid_request_error"}
-NOT_FOUND = (404, {"error": {**INVALID_URL, "param": None, "code": None}})
-USAGE = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
-COMPLETION = (
-    200,
-    {"choices": [{"message": {"role": "assistant", "content": "ok"}}], "usage": USAGE},
-)
-
-
 async def test_a_wrong_endpoint_stops_the_job_before_it_burns_the_file(tmp_path: Path) -> None:
     """404 on the first answers and nothing succeeded: exit 2 naming the URL, no result lines."""
     write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(200)])
-    server, base_url = await serve([NOT_FOUND])
+    server, base_url, _answered = await serve([NOT_FOUND])
     try:
         runner = JobRunner(options(tmp_path, base_url), show_progress=False)
         assert await runner.run() == EXIT_USAGE
@@ -370,9 +342,7 @@ async def test_a_wrong_endpoint_stops_the_job_before_it_burns_the_file(tmp_path:
 
 async def test_no_server_at_the_url_stops_the_job_quickly(tmp_path: Path) -> None:
     """Connection refused on every attempt: one line's retries, then exit 2, no results."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
+    closed_port = free_port()  # nothing listens there
     write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(200)])
     started = time.monotonic()
     runner = JobRunner(
@@ -389,7 +359,9 @@ async def test_no_server_at_the_url_stops_the_job_quickly(tmp_path: Path) -> Non
 async def test_after_a_success_an_endpoint_error_is_the_lines_own(tmp_path: Path) -> None:
     """Once a line succeeded the URL works: later 404s are those lines' results, the job ends."""
     write_requests(tmp_path / "requests.jsonl", [chat_line(i) for i in range(4)])
-    server, base_url = await serve([COMPLETION, NOT_FOUND])  # limits unknown: one probe first
+    server, base_url, _answered = await serve(
+        [COMPLETION, NOT_FOUND]
+    )  # limits unknown: one probe first
     try:
         runner = JobRunner(options(tmp_path, base_url), show_progress=False)
         assert await runner.run() == EXIT_FAILED

@@ -3,44 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
-from aiohttp import web
 
+from tests.scripted_server import COMPLETION, NOT_FOUND, serve
 from throttle import Limits, RetryPolicy, Throttle
 from throttle.errors import APIStatusError, MisconfiguredError
+from throttle.testing.ports import free_port
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
-INVALID_URL = {"message": "Invalid URL (POST /v1/chat)", "type": "invalid_request_error"}
-
-
-async def serve(statuses: list[int]) -> tuple[web.AppRunner, str, list[int]]:
-    """A server answering POSTs with `statuses` in turn (the last repeats); 404s say no URL."""
-    answered: list[int] = []
-
-    async def answer(_request: web.Request) -> web.Response:
-        status = statuses[min(len(answered), len(statuses) - 1)]
-        answered.append(status)
-        if status == 200:
-            return web.json_response({"choices": [], "usage": {"prompt_tokens": 1}})
-        body = {"error": {**INVALID_URL, "param": None, "code": None}}
-        return web.json_response(body, status=status)
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/v1", answered
 
 
 async def test_a_404_before_any_success_fails_every_request_with_one_error() -> None:
     """The first 404 trips the check: queued and later requests fail unsent, alike."""
-    server, url, answered = await serve([404])
+    server, url, answered = await serve([NOT_FOUND])
     try:
         async with Throttle(url, "sk-x", limits=Limits(rpm=6, tpm=1e6)) as client:
             outcomes = await asyncio.gather(
@@ -56,9 +33,7 @@ async def test_a_404_before_any_success_fails_every_request_with_one_error() -> 
 
 async def test_no_server_at_the_url_is_one_clear_error_quickly() -> None:
     """Connection refused: one request's retries, then every request fails at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    closed = free_port()  # nothing listens there
     started = time.monotonic()
     retry = RetryPolicy(max_attempts=2)
     async with Throttle(f"http://127.0.0.1:{closed}/v1", "sk-x", retry=retry) as client:
@@ -72,7 +47,7 @@ async def test_no_server_at_the_url_is_one_clear_error_quickly() -> None:
 
 async def test_after_a_success_a_404_is_the_requests_own() -> None:
     """Once a request succeeded the URL works: a later 404 is that request's APIStatusError."""
-    server, url, _answered = await serve([200, 404])
+    server, url, _answered = await serve([COMPLETION, NOT_FOUND])
     try:
         async with Throttle(url, "sk-x") as client:
             await client.post("chat/completions", BODY)

