@@ -1,8 +1,7 @@
 """Tests for the alert rules docs/prometheus/alerts.yml, their unit tests and their runbook.
 
 promtool checks the rules and runs docs/prometheus/alerts_test.yml; the rest reads the rule
-file with :func:`read_alert_rules`, a reader of the block-style YAML subset the file is
-written in (PyYAML is not a dependency): it fails on any line outside that subset.
+file with PyYAML (:func:`read_alert_rules`).
 """
 
 from __future__ import annotations
@@ -11,8 +10,10 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.metric_names import (
     REPO,
@@ -32,8 +33,6 @@ RUNBOOK_PREFIX = "docs/alerts.md#"
 SEVERITIES = frozenset({"critical", "warning", "info"})
 REQUIRED = ("labels.severity", "annotations.summary", "annotations.description")
 
-_LINE = re.compile(r"^(?P<indent> *)(?P<item>- )?(?P<key>[A-Za-z_]\w*):(?: +(?P<value>.*))?$")
-_BLOCK_SCALARS = frozenset({"|", "|-", ">", ">-"})
 _HEADING = re.compile(r"^#{1,6} +(.+?) *#*$")
 _ITALIC = re.compile(r"(?<![*\w])\*([^*\n]+)\*(?![*\w])")
 _TESTED_ALERT = re.compile(r"^ *alertname: *(\S+) *$", re.MULTILINE)
@@ -54,71 +53,35 @@ class AlertRule:
     fields: dict[str, str]
 
 
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-def _scalar(value: str) -> str:
-    if value.startswith('"'):
-        decoded: str = json.loads(value)  # YAML's double-quoted escapes are JSON's
-        return decoded
-    if value.startswith("'"):
-        return value[1:-1].replace("''", "'")
-    return value.split(" #", 1)[0].rstrip()
-
-
 def read_alert_rules(text: str) -> list[AlertRule]:
-    """Read the alerting rules of a Prometheus rule file written in block-style YAML.
+    """Read the alerting rules of a Prometheus rule file.
 
     Args:
         text: the rule file.
 
     Returns:
-        Each ``- alert:`` rule with its scalars; literal blocks keep their line breaks,
-        folded ones are joined with spaces.
-
-    Raises:
-        AssertionError: on a line that is neither a comment, blank, nor ``key: value``.
+        Each ``alert`` rule with its scalars by dotted path, stripped; recording rules and
+        lists inside a rule are not read.
     """
-    rules: list[AlertRule] = []
-    fields: dict[str, str] | None = None
-    rule_indent = 0
-    parents: list[tuple[int, str]] = []
-    lines = text.splitlines()
-    number = 0
-    while number < len(lines):
-        line = lines[number]
-        number += 1
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        match = _LINE.match(line)
-        assert match is not None, f"{number}: outside the YAML subset read here: {line!r}"
-        indent = len(match["indent"]) + (2 if match["item"] else 0)
-        key, value = match["key"], (match["value"] or "").strip()
-        if match["item"] and key == "alert":
-            fields, rule_indent, parents = {}, indent, []
-            rules.append(AlertRule(name=_scalar(value), fields=fields))
-            continue
-        if fields is None or indent < rule_indent or match["item"]:
-            fields = None  # a group, a recording rule, or a list inside a rule: not read
-            continue
-        while parents and parents[-1][0] >= indent:
-            parents.pop()
-        path = ".".join([*(parent for _, parent in parents), key])
-        if value in _BLOCK_SCALARS:
-            block = []
-            while number < len(lines) and (
-                not lines[number].strip() or _indent(lines[number]) > indent
-            ):
-                block.append(lines[number].strip())
-                number += 1
-            joiner = "\n" if value.startswith("|") else " "
-            fields[path] = joiner.join(part for part in block if part)
-        elif value:
-            fields[path] = _scalar(value)
-        else:
-            parents.append((indent, key))
-    return rules
+    document = yaml.safe_load(text) or {}
+    return [
+        AlertRule(name=str(rule["alert"]), fields=_scalars(rule, ""))
+        for group in document.get("groups", [])
+        for rule in group.get("rules", [])
+        if "alert" in rule
+    ]
+
+
+def _scalars(mapping: dict[str, Any], prefix: str) -> dict[str, str]:
+    """The scalars of ``mapping`` (``alert`` aside), nested ones by their dotted path."""
+    fields: dict[str, str] = {}
+    for key, value in mapping.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            fields.update(_scalars(value, f"{path}."))
+        elif not isinstance(value, list) and path != "alert":
+            fields[path] = str(value).strip()
+    return fields
 
 
 def _anchor(heading: str) -> str:
@@ -250,39 +213,6 @@ def test_unit_test_series_are_documented_metrics(documented: dict[str, Documente
     names = set(_TEST_SERIES.findall(RULE_TESTS.read_text(encoding="utf-8")))
     assert names, f"no input series found in {RULE_TESTS}"
     assert names <= documented.keys(), sorted(names - documented.keys())
-
-
-def test_reader_reads_blocks_paths_and_quotes() -> None:
-    """The rule reader keeps literal blocks, folds folded ones, nests paths and unquotes."""
-    text = (
-        "groups:\n"
-        "  - name: g\n"
-        "    rules:\n"
-        "      - record: r\n"
-        "        expr: up\n"
-        "      - alert: A\n"
-        "        expr: |\n"
-        "          sum(x)\n"
-        "            > 1\n"
-        "        labels:\n"
-        "          severity: 'warning'\n"
-        "        annotations:\n"
-        "          description: >-\n"
-        "            one\n"
-        "            two\n"
-        '          summary: "a \\"b\\""\n'
-    )
-    assert read_alert_rules(text) == [
-        AlertRule(
-            name="A",
-            fields={
-                "expr": "sum(x)\n> 1",
-                "labels.severity": "warning",
-                "annotations.description": "one two",
-                "annotations.summary": 'a "b"',
-            },
-        )
-    ]
 
 
 def test_metric_names_of_an_expr_skip_functions_labels_and_keywords() -> None:
