@@ -8,15 +8,18 @@ to each of 4 worker processes. Four configurations:
   ``--rpm``/``--tpm``) and share state through one redis-server started here (``--redis``).
 - ``blind-redis``: the server sends no rate-limit headers; the workers are given the true
   limits (``--rpm 3000 --tpm 1000000``) and share state through Redis.
-- ``headers-memory``, ``blind-memory``: the same without ``--redis``, each worker on its own
-  in-memory buckets, for contrast (no targets).
+- ``blind-memory``: no headers, no Redis: each worker on its own in-memory buckets, each
+  given the true limits, so together they ask for 4x the limit until 429s cut their paces
+  (``throttle.pacing``: multiplicative decrease, additive recovery) and they converge.
+- ``headers-memory``: headers without Redis, for contrast (no targets).
 
 Theoretical minimum = max(charged tokens / TPM, requests / RPM), in seconds; elapsed runs from
 starting the workers to the last one's exit (process start-up included). Redis round trips
 per admission = commands clients sent (``INFO commandstats``, less the commands the Lua
 script runs inside the server, less INFO) / attempts the server received.
-Targets for the Redis configurations: every line succeeds exactly once, 429s <= 1% of the
-requests, elapsed <= 1.15 x the minimum. The exit status is 0 only if they are met.
+Targets: every line succeeds exactly once; for the Redis configurations 429s <= 1% of the
+requests and elapsed <= 1.15 x the minimum; for ``blind-memory`` (issue 12, defect 10) 429s
+<= 10% and elapsed <= 1.3 x the minimum. The exit status is 0 only if they are met.
 
 Run: ``TIKTOKEN_CACHE_DIR=.cache/tiktoken python benchmarks/scale_out.py [--config NAME]``.
 """
@@ -54,7 +57,11 @@ from throttle.testing import SimulatedAPI
 from throttle.testing.redis_server import RedisServer
 
 REQUESTS, WORKERS = 2400, 4
-TARGET_RATIO, TARGET_429_SHARE = 1.15, 0.01
+TARGETS = {  # config: (most elapsed / minimum, most 429s / requests)
+    "headers-redis": (1.15, 0.01),
+    "blind-redis": (1.15, 0.01),
+    "blind-memory": (1.3, 0.10),
+}
 CONFIGS = ("headers-redis", "blind-redis", "headers-memory", "blind-memory")
 
 
@@ -90,18 +97,19 @@ class ScaleOutResult:
 
     @property
     def has_targets(self) -> bool:
-        """Only the Redis configurations have targets."""
-        return self.config.endswith("redis")
+        """Only ``headers-memory`` has none."""
+        return self.config in TARGETS
 
     def meets_targets(self) -> bool:
-        """All succeeded exactly once, 429s within 1%, elapsed within 1.15 x the minimum."""
+        """All succeeded exactly once, 429s and elapsed within the configuration's targets."""
+        most_ratio, most_429_share = TARGETS[self.config]
         return (
             self.results.exactly_once
             and self.results.failed == 0
             and not any(self.exit_statuses)
             and self.results.succeeded == self.results.lines
-            and self.share_429 <= TARGET_429_SHARE
-            and self.ratio <= TARGET_RATIO
+            and self.share_429 <= most_429_share
+            and self.ratio <= most_ratio
         )
 
 
@@ -180,8 +188,9 @@ def print_table(results: list[ScaleOutResult]) -> None:
             f"{'-' if commands is None else f'{commands:.2f}':>7}  {verdict}"
         )
     print(
-        f"\n{REQUESTS} requests in {WORKERS} workers; targets (redis): all succeed once, "
-        f"429s <= {TARGET_429_SHARE:.0%}, ratio <= {TARGET_RATIO}. 'start s': from launching "
+        f"\n{REQUESTS} requests in {WORKERS} workers; targets: all succeed once, and "
+        + ", ".join(f"{c} 429s <= {s:.0%}, ratio <= {r}" for c, (r, s) in TARGETS.items())
+        + ". 'start s': from launching "
         "the workers to the first request; 'rt/att': Redis round trips per attempt the server "
         "received; 'cmd/att': every command INFO commandstats counted, the script's own "
         "(*) included."
@@ -192,7 +201,7 @@ def print_table(results: list[ScaleOutResult]) -> None:
 
 
 def main() -> None:
-    """Run the configurations and print the table; exit 1 when a Redis target is missed."""
+    """Run the configurations and print the table; exit 1 when a target is missed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--config", choices=(*CONFIGS, "all"), default="all")
     args = parser.parse_args()

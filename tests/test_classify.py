@@ -6,6 +6,7 @@ import pytest
 
 from throttle import (
     APIStatusError,
+    CapacityUnavailableError,
     QuotaExhaustedError,
     RateLimitError,
     RequestTooLargeError,
@@ -274,3 +275,54 @@ def test_body_nested_too_deeply_for_json_decodes_as_text() -> None:
     """A body nested past the JSON decoder's recursion limit stays readable text."""
     raw = b"[" * 100_000
     assert decode_body(raw) == raw.decode()
+
+
+SLOW_DOWN_429 = body(
+    "Your request rate increased too quickly. To ensure system stability, please adjust your "
+    "traffic to grow more gradually. Please try again in 2s.",
+    "rate_limit_error",
+    "slow_down",
+)
+
+
+def test_slow_down_is_a_rate_limit_that_slows_the_key() -> None:
+    """429 slow_down: retried like a rate limit, marked so the key's pace is halved."""
+    verdict = classify_response(429, {}, SLOW_DOWN_429)
+    assert verdict.verdict is Verdict.RATE_LIMITED
+    assert isinstance(verdict.error, RateLimitError)
+    assert verdict.error.slow_down
+    assert verdict.error.retryable
+    assert verdict.error.retry_after == 2.0
+    plain = classify_response(429, {}, TPM_429).error
+    assert isinstance(plain, RateLimitError)
+    assert not plain.slow_down
+
+
+def test_the_older_503_slow_down_is_a_slow_down_too() -> None:
+    """503 "Slow Down: reduce your request rate ..." asks the same as 429 slow_down."""
+    message = "Slow Down: reduce your request rate to its original level, hold it 15+ minutes"
+    error = classify_response(503, {}, body(message, None, None)).error
+    assert isinstance(error, RateLimitError)
+    assert error.slow_down
+    overloaded = body("That model is currently overloaded with other requests.", None, None)
+    assert type(classify_response(503, {}, overloaded).error) is ServerError
+
+
+@pytest.mark.parametrize(
+    "unavailable",
+    [
+        body("Resource Unavailable", None, None),
+        body("Resource unavailable, please retry later.", "invalid_request_error", None),
+        body("Flex capacity is short", None, "resource_unavailable"),
+    ],
+)
+def test_flex_resource_unavailable_is_retried_but_is_no_rate_limit(
+    unavailable: dict[str, Any],
+) -> None:
+    """Flex 429 "Resource Unavailable": a retryable server-side shortage, not a rate limit."""
+    verdict = classify_response(429, {"retry-after": "3"}, unavailable)
+    assert verdict.verdict is Verdict.SERVER_ERROR
+    assert isinstance(verdict.error, CapacityUnavailableError)
+    assert not isinstance(verdict.error, RateLimitError)
+    assert verdict.error.retryable
+    assert verdict.error.retry_after == 3.0

@@ -110,6 +110,18 @@ def test_attempt_budget_ends_with_retry_exhausted() -> None:
     assert isinstance(RetryPolicy(max_attempts=3).decide(error, 2), Retry)
 
 
+def test_rate_limits_are_not_counted_against_the_attempt_budget() -> None:
+    """A 429 on attempt 50 of 3 still retries; a 500 after 48 refusals has 2 of 3 used."""
+    policy = RetryPolicy(max_attempts=3)
+    limited = RateLimitError(DETAILS_429)
+    assert isinstance(policy.decide(limited, 50, rate_limited=50), Retry)
+    assert isinstance(policy.decide(ServerError(DETAILS_500), 50, rate_limited=48), Retry)
+    exhausted = policy.decide(ServerError(DETAILS_500), 51, rate_limited=48)
+    assert isinstance(exhausted, Finish)
+    assert isinstance(exhausted.error, RetryExhaustedError)
+    assert exhausted.error.attempts == 51
+
+
 def test_rate_limit_pause_is_the_server_delay_or_plain_backoff() -> None:
     """The key pauses for the server's delay; without one, the unjittered backoff."""
     policy = RetryPolicy()

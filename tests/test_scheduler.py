@@ -205,6 +205,44 @@ async def test_retry_budget_ends_with_the_last_error_and_the_attempt_count() -> 
     assert len(rig.of(RetryScheduled)) == 2
 
 
+async def test_rate_limits_never_use_up_the_attempt_budget() -> None:
+    """Ten 429s then a success with max_attempts=2: the request succeeds (a 429 says wait)."""
+    rig = Rig(RetryPolicy(max_attempts=2))
+    limited = answer(429, RATE_LIMITED, **{"retry-after-ms": "100"})
+    server = Server(*[limited] * 10, answer(200))
+    task = rig.submit(server.send)
+    for _ in range(11):
+        await rig.clock.advance(0.1)
+    assert await task == {"ok": True}
+    assert server.sent == 11
+
+
+async def test_server_errors_between_rate_limits_still_count_against_the_budget() -> None:
+    """429, 500, 429, 500 with max_attempts=2: the second 500 ends it after 4 attempts."""
+    rig = Rig(RetryPolicy(max_attempts=2, initial_backoff=0.0, max_backoff=0.0))
+    limited = answer(429, RATE_LIMITED, **{"retry-after-ms": "100"})
+    task = rig.submit(Server(limited, answer(500), limited, answer(500)).send)
+    for _ in range(4):
+        await rig.clock.advance(0.1)
+    with pytest.raises(RetryExhaustedError) as caught:
+        await task
+    assert caught.value.attempts == 4
+    assert isinstance(caught.value.last_error, ServerError)
+
+
+async def test_a_deadline_ends_a_request_that_keeps_meeting_rate_limits() -> None:
+    """429s forever: the deadline, not the budget, ends it, naming the last 429."""
+    rig = Rig(RetryPolicy(max_attempts=2))
+    limited = answer(429, RATE_LIMITED, **{"retry-after-ms": "500"})
+    task = rig.submit(Server(*[limited] * 100).send, deadline=5.0)
+    for _ in range(60):
+        await rig.clock.advance(0.1)
+    with pytest.raises(DeadlineExceededError) as caught:
+        await task
+    assert caught.value.attempts > 2
+    assert isinstance(caught.value.last_error, RateLimitError)
+
+
 async def test_quota_error_opens_the_breaker_and_fails_queued_requests_unsent() -> None:
     """insufficient_quota fails the queued request on the identity; another identity goes on."""
     rig = Rig(probes=1)  # limits unknown: one request in flight per key, the rest queue

@@ -14,6 +14,7 @@ from throttle.durations import parse_duration
 from throttle.errors import (
     APIStatusError,
     BackendUnavailableError,
+    CapacityUnavailableError,
     ClosedError,
     ConfigurationError,
     DeadlineExceededError,
@@ -67,6 +68,7 @@ __all__ = [
     "BackendListener",
     "BackendUnavailableError",
     "BucketKey",
+    "CapacityUnavailableError",
     "ClosedError",
     "ConfigurationError",
     "DeadlineExceededError",

@@ -26,6 +26,7 @@ from throttle.clock import Clock
 from throttle.errors import ClosedError, ThrottleError
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
+from throttle.pacing import Refusal
 from throttle.reservation import Cost, Ticket
 
 logger = logging.getLogger(__name__)
@@ -157,9 +158,9 @@ class Admission:
         """Admit nothing on ``key`` for ``seconds`` from now."""
         await self._backend.cool_down(key, seconds)
 
-    async def tokens_exceeded(self, key: BucketKey, ticket: Ticket) -> None:
-        """The server refused ``ticket``'s attempt for tokens (see the backend)."""
-        await self._backend.tokens_exceeded(key, ticket)
+    async def refused(self, key: BucketKey, ticket: Ticket, refusal: Refusal) -> None:
+        """The server refused ``ticket``'s attempt for speed (see the backend)."""
+        await self._backend.refused(key, ticket, refusal)
 
     def wake(self, key: BucketKey | None = None) -> None:
         """Make ``key``'s pump (every pump for ``None``) look at its head waiter again."""

@@ -19,6 +19,7 @@ from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
 from throttle.limit_settings import AdmissionPolicy, Limits
 from throttle.limits import KeyLimits
+from throttle.pacing import Refusal
 from throttle.reservation import Admissions, Cost, Ticket
 
 
@@ -116,8 +117,8 @@ class LimitBackend(Protocol):
         """Admit nothing on ``key`` for ``seconds`` from now."""
         ...
 
-    async def tokens_exceeded(self, key: BucketKey, ticket: Ticket) -> None:
-        """The server refused ``ticket``'s attempt for tokens (see ``KeyLimits``)."""
+    async def refused(self, key: BucketKey, ticket: Ticket, refusal: Refusal) -> None:
+        """The server refused ``ticket``'s attempt for speed (see ``KeyLimits.refused``)."""
         ...
 
     async def renew(self, key: BucketKey, tickets: Sequence[Ticket]) -> None:
@@ -217,9 +218,9 @@ class MemoryBackend:
         """See :meth:`LimitBackend.cool_down`."""
         self.state(key).cool_down(self._clock.now() + seconds)
 
-    async def tokens_exceeded(self, key: BucketKey, ticket: Ticket) -> None:
-        """See :meth:`LimitBackend.tokens_exceeded`."""
-        self.state(key).tokens_exceeded(ticket)
+    async def refused(self, key: BucketKey, ticket: Ticket, refusal: Refusal) -> None:
+        """See :meth:`LimitBackend.refused`."""
+        self.state(key).refused(ticket, refusal, self._clock.now())
 
     async def renew(self, key: BucketKey, tickets: Sequence[Ticket]) -> None:
         """See :meth:`LimitBackend.renew`."""

@@ -16,6 +16,7 @@ from enum import StrEnum
 from throttle.durations import parse_duration
 from throttle.errors import (
     APIStatusError,
+    CapacityUnavailableError,
     ErrorDetails,
     QuotaExhaustedError,
     RateLimitError,
@@ -145,6 +146,12 @@ def _token_count(text: str) -> float:
     return count if math.isfinite(count) else 0.0
 
 
+def _capacity_unavailable(code: str | None, kind: str | None, message: str) -> bool:
+    """Flex processing's 429 "Resource Unavailable" (in the message, code or type)."""
+    named = " ".join(part for part in (code, kind, message[:200]) if part)
+    return "resource unavailable" in named.replace("_", " ").lower()
+
+
 def _too_large(details: ErrorDetails) -> RequestTooLargeError:
     match = _TOO_LARGE.search(details.message)
     limit, requested = (
@@ -184,9 +191,16 @@ def classify_response(status: int, headers: Mapping[str, str], body: object) -> 
         return Classification(Verdict.QUOTA_EXHAUSTED, QuotaExhaustedError(details))
     if status == 429 and message.startswith("Request too large"):
         return Classification(Verdict.TOO_LARGE, _too_large(details))
-    if status == 429:
+    if status == 429 and _capacity_unavailable(code, kind, message):
+        unavailable = CapacityUnavailableError(details, retry_after=retry_after)
+        unavailable.retryable = parse_should_retry(headers) is not False
+        return Classification(Verdict.SERVER_ERROR, unavailable)
+    slow_down = code == "slow_down" or (status == 503 and message.startswith("Slow Down"))
+    if status == 429 or slow_down:
         limit_type = _limit_type(kind, message)
-        limited = RateLimitError(details, retry_after=retry_after, limit_type=limit_type)
+        limited = RateLimitError(
+            details, retry_after=retry_after, limit_type=limit_type, slow_down=slow_down
+        )
         # Only an explicit "false" stops it: a rate limit is retryable by nature.
         limited.retryable = parse_should_retry(headers) is not False
         return Classification(Verdict.RATE_LIMITED, limited)

@@ -66,10 +66,14 @@ class ThrottleError(Exception):
     Attributes:
         attempts: how many times the request was sent before this error ended it (0 if never).
         retryable: whether another attempt can help (the server's ``x-should-retry`` wins).
+        client_request_id: the ``X-Client-Request-Id`` of the request it ended (every
+            attempt sent it), to find the request in the provider's logs; ``None`` when the
+            request had none (:meth:`throttle.Throttle.run`) or never got that far.
     """
 
     attempts: int = 0
     retryable: bool = False
+    client_request_id: str | None = None
 
 
 class ConfigurationError(ThrottleError, ValueError):
@@ -140,9 +144,14 @@ class APIStatusError(ThrottleError):
 class RateLimitError(APIStatusError):
     """429 rate_limit_exceeded: the bucket is empty; wait as the server says and retry.
 
+    Never counted against the attempt budget: a rate limit says "wait", not "give up"; only
+    the request's deadline (or a server delay past ``max_server_wait``) ends it.
+
     Attributes:
         limit_type: which limit was hit: ``"requests"``, ``"tokens"``, ``"requests_per_day"``,
             ``"tokens_per_day"`` or ``None`` when the server did not say.
+        slow_down: the server said the traffic grew too fast (code ``slow_down``, or the older
+            503 "Slow Down"): the key's pace is halved and ramps back up slowly.
     """
 
     def __init__(
@@ -151,9 +160,11 @@ class RateLimitError(APIStatusError):
         *,
         retry_after: float | None = None,
         limit_type: str | None = None,
+        slow_down: bool = False,
     ) -> None:
         super().__init__(details, retry_after=retry_after)
         self.limit_type = limit_type
+        self.slow_down = slow_down or details.code == "slow_down"
         self.retryable = True
 
 
@@ -169,6 +180,14 @@ class ServerError(APIStatusError):
     """A transient server-side failure (5xx, 408, 409, 529); retried with jittered backoff."""
 
     retryable = True
+
+
+class CapacityUnavailableError(ServerError):
+    """429 "Resource Unavailable" of flex processing: the tier has no capacity right now.
+
+    Not billed and not a rate limit (no key slows down): retried later with backoff, like a
+    server error. Sending without ``service_tier: "flex"`` avoids it at the standard price.
+    """
 
 
 class TransportError(ThrottleError):

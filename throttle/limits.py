@@ -9,7 +9,8 @@ is ``remaining + refill since then - what was admitted since``. A running total 
 units (the ledger) makes "admitted since" one subtraction, and answers that arrive out of order
 are ignored when a later-admitted request's answer was already applied.
 
-The token scale that multiplies estimates is learned by ``calibration``.
+The token scale that multiplies estimates is learned by ``calibration``; the pace that refusals
+cut and time restores, by ``pacing``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from throttle.calibration import calibrated_scale, raised_for_token_429
 from throttle.errors import RequestTooLargeError
 from throttle.headers import LimitReading, RateLimitSnapshot
 from throttle.limit_settings import AdmissionPolicy, Limits
+from throttle.pacing import Pace, Refusal, rule_for
 from throttle.reservation import Cost, Leases, Ticket
 
 
@@ -59,12 +61,13 @@ class KeyLimits:
         self._answers_without_headers = 0
         self._raised_after_seq = -1  # the last attempt admitted before the scale was raised
         self.token_scale = 1.0
+        self.pace = Pace()
 
     def __repr__(self) -> str:
         return (
             f"KeyLimits({self.phase}, requests={self.requests!r}, tokens={self.tokens!r}, "
             f"in_flight={self.in_flight}, token_scale={self.token_scale:.3f}, "
-            f"cool_down_until={self.cool_down_until:.3f})"
+            f"pace={self.pace.factor:.3f}, cool_down_until={self.cool_down_until:.3f})"
         )
 
     @property
@@ -92,12 +95,16 @@ class KeyLimits:
         wait = max(
             self._seconds_until(self.requests, cost.requests, cost.requests, now),
             self._seconds_until(self.tokens, cost.tokens, tokens, now),
+            self.pace.seconds_until_admit(now),
         )
         if wait > 0:
             return wait
+        full_rate_seconds = 0.0
         for bucket, amount in ((self.requests, cost.requests), (self.tokens, tokens)):
             if bucket is not None:
                 bucket.take(amount, now)
+                full_rate_seconds = max(full_rate_seconds, amount / bucket.rate)
+        self.pace.admitted(full_rate_seconds, now)
         self._requests_ledger += cost.requests
         self._tokens_ledger += tokens
         self._estimates_ledger += cost.tokens
@@ -254,12 +261,17 @@ class KeyLimits:
         self._leases.reclaim(now)
         return self._leases.renew(seq, now + self.policy.lease_seconds)
 
-    def tokens_exceeded(self, ticket: Ticket) -> None:
-        """The server refused ``ticket``'s attempt for tokens: estimates may run short.
+    def refused(self, ticket: Ticket, refusal: Refusal, now: float) -> None:
+        """The server refused ``ticket``'s attempt for speed: slow the key down.
 
-        Only without headers (they correct the level and the scale themselves), and once per
+        The pace is cut as ``pacing`` says (a ``rate_limit_exceeded`` only on a key without
+        headers). A refusal for tokens on a key without headers also means the estimates run
+        short of the server's count (nothing else shows it): the token scale rises, once per
         scale: refusals of attempts admitted before the last raise say nothing new.
         """
-        if self.phase is Phase.BLIND and ticket.seq > self._raised_after_seq:
+        if refusal is Refusal.SLOW_DOWN or self.phase is Phase.BLIND:
+            self.pace.cut(rule_for(refusal), ticket.seq, self._next_seq, now)
+        blind = self.phase is Phase.BLIND
+        if refusal is Refusal.TOKENS and blind and ticket.seq > self._raised_after_seq:
             self.token_scale = raised_for_token_429(self.token_scale)
             self._raised_after_seq = self._next_seq

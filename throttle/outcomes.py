@@ -76,7 +76,7 @@ def rate_limit_kind(error: RateLimitError) -> str:
         ``"requests"``, ``"tokens"``, ``"daily"`` (requests or tokens per day),
         ``"slow_down"`` (traffic grew too fast) or ``"unknown"``.
     """
-    if error.details.code == "slow_down":
+    if error.slow_down:
         return "slow_down"
     if error.limit_type in ("requests", "tokens"):
         return error.limit_type

@@ -59,7 +59,10 @@ class RetryPolicy:
     """How a request that failed transiently is retried.
 
     Attributes:
-        max_attempts: attempts per request, the first included.
+        max_attempts: attempts per request, the first included. Attempts refused by a rate
+            limit (429 ``rate_limit_exceeded`` or ``slow_down``) are not counted: a rate limit
+            says "wait", never "give up", so only the request's deadline (or a server delay
+            longer than ``max_server_wait``) ends a request that keeps meeting it.
         initial_backoff: seconds before the second attempt after a server error; doubles after
             each further failure, plus up to this much random jitter.
         max_backoff: the most seconds of exponential backoff between two attempts.
@@ -89,12 +92,15 @@ class RetryPolicy:
         object.__setattr__(self, "_stop", stop_after_attempt(self.max_attempts))
         object.__setattr__(self, "_retrying", Retrying())
 
-    def decide(self, outcome: Answer[T] | ThrottleError, attempt: int) -> Retry | Finish[T]:
+    def decide(
+        self, outcome: Answer[T] | ThrottleError, attempt: int, *, rate_limited: int = 0
+    ) -> Retry | Finish[T]:
         """Decide what follows an attempt.
 
         Args:
             outcome: the attempt's answer, or the error raised when no answer arrived.
             attempt: how many attempts were made so far, this one included.
+            rate_limited: how many of them a rate limit refused (not counted in the budget).
 
         Returns:
             :class:`Finish` with the value on success; :class:`Finish` with the error when
@@ -109,7 +115,9 @@ class RetryPolicy:
             error = outcome.error
         if not self.should_retry(error):
             return Finish(error=error)
-        state = self._state(attempt)
+        if isinstance(error, RateLimitError):
+            return Retry(0.0, type(error).__name__)  # the key's queue holds it (see _wait)
+        state = self._state(attempt - rate_limited)
         if self._stop(state):
             return Finish(error=RetryExhaustedError(error, attempt))
         return Retry(self._wait(error, state), type(error).__name__)
@@ -121,21 +129,20 @@ class RetryPolicy:
         retry_after = error.retry_after if isinstance(error, APIStatusError) else None
         return retry_after is None or retry_after <= self.max_server_wait
 
-    def rate_limit_pause(self, error: RateLimitError, attempt: int) -> float | None:
+    def rate_limit_pause(self, error: RateLimitError, refusals: int) -> float | None:
         """Return how long a key pauses after a 429, or ``None`` when it should not.
 
-        The server's delay when it gave one, else the exponential backoff of ``attempt``
+        The server's delay when it gave one, else the exponential backoff of the request's
+        ``refusals`` so far
         (without jitter: the pause is shared by every request on the key). A delay longer
         than ``max_server_wait`` (a daily limit) pauses nothing: the request fails instead.
         """
         delay = error.retry_after
         if delay is None:
-            delay = self._exponential(self._state(attempt))
+            delay = self._exponential(self._state(refusals))
         return delay if delay <= self.max_server_wait else None
 
     def _wait(self, error: ThrottleError, state: RetryCallState) -> float:
-        if isinstance(error, RateLimitError):
-            return 0.0
         if isinstance(error, APIStatusError) and error.retry_after is not None:
             return error.retry_after
         return self._exponential(state) + self._jitter(state)

@@ -46,6 +46,7 @@ from throttle.events import (
 )
 from throttle.keys import BucketKey
 from throttle.outcomes import outcome_of, rate_limit_kind
+from throttle.pacing import refusal_of
 from throttle.reservation import Cost, Ticket
 from throttle.retry import Finish, Retry, RetryPolicy
 from throttle.setup_check import SetupCheck, setup_problem
@@ -66,6 +67,8 @@ class ScheduledRequest(Generic[T]):
             raises :class:`TransportError` when no answer arrived.
         priority: smaller goes first.
         deadline: seconds from submission after which it fails, or ``None``.
+        client_request_id: the ``X-Client-Request-Id`` that ``send`` sends on every attempt
+            (see :mod:`throttle.request_identity`), or ``None``; recorded in events.
     """
 
     key: BucketKey
@@ -73,6 +76,7 @@ class ScheduledRequest(Generic[T]):
     send: Callable[[], Awaitable[Answer[T]]]
     priority: int = 0
     deadline: float | None = None
+    client_request_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -80,8 +84,14 @@ class _Attempts:
     """One request's attempts so far."""
 
     count: int = 0
+    rate_limited: int = 0  # of them refused by a rate limit: not counted in the budget
     sent_at: float = 0.0
     last_error: ThrottleError | None = None
+
+
+def _error_of(outcome: Outcome[T]) -> ThrottleError | None:
+    """Return what failed the attempt: its answer's error, or the error when none arrived."""
+    return outcome.error if isinstance(outcome, Answer) else outcome
 
 
 class Scheduler:
@@ -134,8 +144,12 @@ class Scheduler:
                 while True:
                     ticket = await self._admit(request, seq, attempts)
                     outcome = await self._send(request, ticket)
-                    await self._settle(request.key, ticket, outcome, attempts.count)
-                    decision = self._retry.decide(outcome, attempts.count)
+                    if isinstance(_error_of(outcome), RateLimitError):
+                        attempts.rate_limited += 1
+                    await self._settle(request.key, ticket, outcome, attempts.rate_limited)
+                    decision = self._retry.decide(
+                        outcome, attempts.count, rate_limited=attempts.rate_limited
+                    )
                     self._record(request, attempts, outcome, decision)
                     if isinstance(decision, Finish):
                         value = self._finish(decision, attempts.count)
@@ -165,6 +179,7 @@ class Scheduler:
                     None if ended_by is None else type(ended_by).__name__,
                     elapsed,
                     outcome_of(ended_by),
+                    request.client_request_id,
                 )
             )
 
@@ -203,7 +218,7 @@ class Scheduler:
             raise
 
     async def _settle(
-        self, key: BucketKey, ticket: Ticket, outcome: Outcome[T], attempt: int
+        self, key: BucketKey, ticket: Ticket, outcome: Outcome[T], refusals: int
     ) -> None:
         """Pause the key or stop it as the answer says; then hand the reservation back.
 
@@ -211,13 +226,14 @@ class Scheduler:
         the hand-back must already find the key cooling down or its breaker open.
         """
         answer = outcome if isinstance(outcome, Answer) else None
-        error = outcome if answer is None else answer.error
+        error = _error_of(outcome)
         snapshot = answer.snapshot if answer is not None else None
         answered = answer is not None
         if isinstance(error, RateLimitError):
-            if error.limit_type == "tokens":
-                await self._admission.tokens_exceeded(key, ticket)  # before the ticket is gone
-            pause = self._retry.rate_limit_pause(error, attempt)
+            refusal = refusal_of(error)
+            if refusal is not None:
+                await self._admission.refused(key, ticket, refusal)  # before the ticket is gone
+            pause = self._retry.rate_limit_pause(error, refusals)
             if pause is not None:
                 self._diagnostics.cooling_down(key, error, pause)
                 await self._admission.cool_down(key, pause)

@@ -34,6 +34,7 @@ from throttle.errors import BackendUnavailableError, ClosedError, ErrorDetails
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
 from throttle.limit_settings import AdmissionPolicy, Limits
+from throttle.pacing import BURST_SECONDS, FLOOR, Refusal, rule_for
 from throttle.redis_backend.batches import Batches, Operation
 from throttle.redis_backend.connection import connect, describe
 from throttle.redis_backend.key_names import reset_breakers, script_keys
@@ -251,13 +252,19 @@ class RedisBackend:
         except _UnreachableError:
             await self._fallback.cool_down(key, seconds)
 
-    async def tokens_exceeded(self, key: BucketKey, ticket: Ticket) -> None:
-        """See :meth:`throttle.LimitBackend.tokens_exceeded`."""
+    async def refused(self, key: BucketKey, ticket: Ticket, refusal: Refusal) -> None:
+        """See :meth:`throttle.LimitBackend.refused`."""
         if self._fallback.issued(ticket):
-            await self._fallback.tokens_exceeded(key, ticket)
+            await self._fallback.refused(key, ticket, refusal)
             return
+        rule = rule_for(refusal)
+        arguments = (
+            str(ticket.seq),
+            refusal.value,
+            *(repr(x) for x in (rule.cut, rule.growth_per_second, BURST_SECONDS, FLOOR)),
+        )
         with contextlib.suppress(_UnreachableError):
-            await self._call(key, "tokens_exceeded", str(ticket.seq))
+            await self._call(key, "refused", *arguments)
 
     async def renew(self, key: BucketKey, tickets: Sequence[Ticket]) -> None:
         """See :meth:`throttle.LimitBackend.renew`."""

@@ -130,6 +130,14 @@ local function open_breaker_reply()
   return reply
 end
 
+-- The pace (throttle/pacing.py, Pace.at): a fraction of the full rate, cut by refusals.
+local function pace_at(c)
+  local factor = get(c, "pace_factor", 1)
+  if factor >= 1 then return 1 end
+  local since = math.max(0, now - get(c, "pace_cut_at", now))
+  return math.min(1, factor + get(c, "pace_growth", 0) * since)
+end
+
 -- One cost: {"ticket", seq, admitted_at, requests_ledger, tokens_ledger, estimates_ledger,
 -- probe 0|1}, {"wait", seconds} or {"too_large", requested, limit, window}.
 local function admit_one(c, cost_tokens, cost_requests)
@@ -141,7 +149,11 @@ local function admit_one(c, cost_tokens, cost_requests)
     return {"wait", num(tonumber(oldest[2]) - now)}
   end
   local scaled = cost_tokens * get(c, "token_scale", 1)
+  local pace = pace_at(c)
   local wait = 0
+  if pace < 1 then  -- the admission's place in the paced spacing (Pace.seconds_until_admit)
+    wait = math.max(0, get(c, "pace_next_at", now) - get(c, "pace_burst", 1) - now)
+  end
   for _, item in ipairs({{c.requests, cost_requests, cost_requests},
                          {c.tokens, cost_tokens, scaled}}) do
     local b, estimate, amount = item[1], item[2], item[3]
@@ -157,8 +169,18 @@ local function admit_one(c, cost_tokens, cost_requests)
     end
   end
   if wait > 0 then return {"wait", num(wait)} end
-  if c.requests ~= nil then c.requests.level = c.requests.level - cost_requests end
-  if c.tokens ~= nil then c.tokens.level = c.tokens.level - scaled end
+  local full_rate_seconds = 0
+  if c.requests ~= nil then
+    c.requests.level = c.requests.level - cost_requests
+    full_rate_seconds = cost_requests / (c.requests.capacity / c.requests.window)
+  end
+  if c.tokens ~= nil then
+    c.tokens.level = c.tokens.level - scaled
+    full_rate_seconds = math.max(full_rate_seconds, scaled / (c.tokens.capacity / c.tokens.window))
+  end
+  if pace < 1 then
+    set(c, "pace_next_at", math.max(get(c, "pace_next_at", now), now) + full_rate_seconds / pace)
+  end
   local requests_ledger = get(c, "requests_ledger", 0) + cost_requests
   local tokens_ledger = get(c, "tokens_ledger", 0) + scaled
   local estimates_ledger = get(c, "estimates_ledger", 0) + cost_tokens
@@ -295,9 +317,23 @@ local function cool_down(c, arg)
   return 1
 end
 
--- tokens_exceeded: arg(1) seq of the refused attempt (throttle/limits.py, tokens_exceeded).
-local function tokens_exceeded(c, arg)
-  if c.phase == "blind" and tonumber(arg(1)) > get(c, "raised_after_seq", -1) then
+-- refused: arg(1) seq of the refused attempt, arg(2) why ("requests", "tokens",
+-- "slow_down"), arg(3..6) the pace rule's cut and growth per second, the burst seconds and
+-- the floor (throttle/limits.py KeyLimits.refused, throttle/pacing.py Pace.cut).
+local function refused(c, arg)
+  local seq, refusal = tonumber(arg(1)), arg(2)
+  local blind = c.phase == "blind"
+  if (refusal == "slow_down" or blind) and seq > get(c, "pace_cut_after", -1) then
+    local pace, growth = pace_at(c), tonumber(arg(4))
+    if pace < 1 then growth = math.min(growth, get(c, "pace_growth", growth)) end
+    set(c, "pace_factor", math.max(tonumber(arg(6)), pace * tonumber(arg(3))))
+    set(c, "pace_growth", growth)
+    set(c, "pace_cut_at", now)
+    set(c, "pace_cut_after", get(c, "next_seq", 0))
+    set(c, "pace_burst", tonumber(arg(5)))
+    set(c, "pace_next_at", math.max(get(c, "pace_next_at", now), now))
+  end
+  if refusal == "tokens" and blind and seq > get(c, "raised_after_seq", -1) then
     set(c, "token_scale", math.min(4.0, get(c, "token_scale", 1) * 1.03))
     set(c, "raised_after_seq", get(c, "next_seq", 0))
   end
@@ -332,7 +368,7 @@ local function open_breaker(arg)
 end
 
 local operations = {admit = true, complete = true, cool_down = true, renew = true,
-                    tokens_exceeded = true, open_breaker = true}
+                    refused = true, open_breaker = true}
 local at = 12 + group_count
 while at <= #ARGV do  -- refuse a bad batch before anything in it has run
   if not operations[ARGV[at]] then
@@ -356,7 +392,7 @@ while at <= #ARGV do
     elseif operation == "complete" then reply = complete(c, arg)
     elseif operation == "cool_down" then reply = cool_down(c, arg)
     elseif operation == "renew" then reply = renew(c, arg, n)
-    else reply = tokens_exceeded(c, arg) end
+    else reply = refused(c, arg) end
   end
   replies[#replies + 1] = reply
   at = first + n + 1
