@@ -116,7 +116,7 @@ def test_rate_limits_are_not_counted_against_the_attempt_budget() -> None:
     limited = RateLimitError(DETAILS_429)
     assert isinstance(policy.decide(limited, 50, rate_limited=50), Retry)
     assert isinstance(policy.decide(ServerError(DETAILS_500), 50, rate_limited=48), Retry)
-    exhausted = policy.decide(ServerError(DETAILS_500), 51, rate_limited=48)
+    exhausted: Retry | Finish[object] = policy.decide(ServerError(DETAILS_500), 51, rate_limited=48)
     assert isinstance(exhausted, Finish)
     assert isinstance(exhausted.error, RetryExhaustedError)
     assert exhausted.error.attempts == 51
