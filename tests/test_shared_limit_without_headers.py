@@ -24,7 +24,8 @@ async def one_client(url: str, first: int) -> list[object]:
         calls = [
             client.post("chat/completions", demo_request(first + i)) for i in range(REQUESTS_EACH)
         ]
-        return await asyncio.gather(*calls, return_exceptions=True)
+        outcomes: list[object] = await asyncio.gather(*calls, return_exceptions=True)
+        return outcomes
 
 
 async def test_blind_clients_on_one_limit_all_succeed_and_429s_stay_few() -> None:

@@ -3,6 +3,27 @@
 Headers are the truth about the server's buckets; throttle's own estimates are only a forecast.
 Missing, negative, ``-1`` or garbage values are logged at debug level and ignored, never raised
 and never written into a bucket.
+
+The dialects servers speak, and what is read from each:
+
+* OpenAI: ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``, resets as Go durations
+  (``6m0s``), also with a ``_usage_based`` suffix or a ``project-`` family.
+* Azure OpenAI: the same names, or hyphenated ones (``x-rate-limit-limit-tokens``), resets as
+  plain numbers of seconds (``10``, ``300``). Both spellings are read alike.
+* Several families in one answer (OpenAI and Azure names disagreeing, a project limit): each is
+  read on its own and the one with the least left wins, whole; limit and remaining of different
+  families are never stitched together.
+* ``remaining-*`` without ``limit-*`` (Azure, often with values it caches for a long time): no
+  reading. A level says nothing about capacity, and a reading needs a limit, so the answer
+  counts as one without headers: a learned key keeps its buckets, an unknown key runs on its
+  configured limits. (Correcting a known bucket's level from it would need the bucket code to
+  accept a reading without a limit.)
+* Placeholders (Azure's Responses API: limit ``-1``, remaining ``-1``, reset ``0``; also a
+  limit of ``0``): no reading, so never a bucket of capacity 0 or less. A reset of ``0`` on a
+  bucket that is not full is a placeholder too: the reset is unknown.
+* Values are read through whitespace, upper-case units (``6M0S``) and ``-0``; anything that is
+  not a finite, non-negative number (``abc``, ``1e400``, ``nan``, ``inf``, ``""``, ``60, 59``)
+  is ignored with its bucket (a count) or alone (a reset).
 """
 
 from __future__ import annotations
@@ -19,11 +40,13 @@ from throttle.durations import parse_duration
 logger = logging.getLogger(__name__)
 
 # Families of OpenAI-style headers, the plain one first. A project-level limit, when present,
-# is a second bucket in front of the organization's; the most restrictive family wins.
+# is a second bucket in front of the organization's; the most restrictive family wins. Azure's
+# hyphenated spelling describes the same bucket as the plain one, and is read the same way.
 _FAMILIES = (
     "x-ratelimit-{field}-{kind}",
     "x-ratelimit-{field}-{kind}_usage_based",
     "x-ratelimit-{field}-project-{kind}",
+    "x-rate-limit-{field}-{kind}",
 )
 
 
@@ -87,7 +110,7 @@ def _number(headers: dict[str, str], name: str) -> float | None:
     if not math.isfinite(value) or value < 0:
         logger.debug("ignoring header %s=%r: negative or not finite", name, raw)
         return None
-    return value
+    return value + 0.0  # "-0" is an empty bucket, not a negative zero
 
 
 def _reset(headers: dict[str, str], name: str) -> float | None:
@@ -95,7 +118,8 @@ def _reset(headers: dict[str, str], name: str) -> float | None:
     if raw is None:
         return None
     try:
-        return parse_duration(raw)
+        # Go writes units in lower case; "6M0S" from a proxy or a capture still means 6m0s.
+        return parse_duration(raw.lower())
     except ValueError:
         logger.debug("ignoring header %s=%r: not a duration", name, raw)
         return None
@@ -113,6 +137,9 @@ def _reading(headers: dict[str, str], family: str, kind: str) -> LimitReading | 
         logger.debug("clamping %s remaining %r to limit %r", kind, remaining, limit)
         remaining = limit
     reset = _reset(headers, family.format(field="reset", kind=kind))
+    if reset == 0 and remaining < limit:
+        logger.debug("ignoring %s reset 0: the bucket is not full", kind)
+        reset = None
     return LimitReading(limit=limit, remaining=remaining, reset_seconds=reset)
 
 
@@ -124,9 +151,10 @@ def _most_restrictive(headers: dict[str, str], kind: str) -> LimitReading | None
 def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitSnapshot | None:
     """Read the ``x-ratelimit-*`` headers of a response.
 
-    Understands OpenAI's and Azure's names, the ``_usage_based`` variant and project-level
-    headers (the most restrictive bucket wins). Values that are missing, negative, ``-1`` or
-    unparsable are ignored.
+    Understands OpenAI's and Azure's names (``x-ratelimit-*`` and ``x-rate-limit-*``), the
+    ``_usage_based`` variant and project-level headers (the bucket with the least left wins).
+    A bucket needs both its limit and its remaining count: values that are missing, negative,
+    ``-1``, zero limits or unparsable are ignored (see the module docstring).
 
     Args:
         headers: the response headers (any case).
