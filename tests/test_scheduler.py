@@ -169,17 +169,32 @@ async def test_rate_limit_pauses_the_whole_key_for_the_server_delay() -> None:
     assert (limited.sent, other.sent) == (2, 1)
 
 
-async def test_rate_limit_longer_than_max_server_wait_fails_and_pauses_nothing() -> None:
-    """A daily limit's hour-long delay fails the request at once; the key stays open."""
-    rig = Rig()
-    task = rig.submit(Server(answer(429, RATE_LIMITED, **{"retry-after": "3600"})).send)
+async def test_a_daily_limit_fails_the_request_and_holds_the_key_until_it_ends() -> None:
+    """An hour's delay fails the request, and its key's queued and new ones unsent, till then.
+
+    Another key goes on meanwhile; after the hour the key sends again.
+    """
+    rig = Rig(probes=1)  # one in flight per key: the second request is queued behind the first
+    gate = asyncio.Event()
+    limited = Server(gate, answer(429, RATE_LIMITED, **{"retry-after": "3600"}))
+    first = rig.submit(limited.send)
+    queued = rig.submit(limited.send)
+    await rig.clock.advance(0)
+    gate.set()
+    for task in (first, queued):
+        with pytest.raises(RateLimitError):
+            await task
+    assert limited.sent == 1  # the queued one was never sent
+    later = rig.submit(limited.send)
+    elsewhere = rig.submit(Server().send, key=BucketKey("key-a", "gpt-4o-mini"))
     await rig.clock.advance(0)
     with pytest.raises(RateLimitError) as caught:
-        await task
-    assert caught.value.attempts == 1
-    other = rig.submit(Server().send)
-    await rig.clock.advance(0)
-    assert await other == {"ok": True}
+        await later
+    assert caught.value.attempts == 0
+    assert caught.value.retry_after == pytest.approx(3600)
+    assert await elsewhere == {"ok": True}
+    await rig.clock.advance(3600)
+    assert await rig.submit(limited.send) == {"ok": True}
 
 
 async def test_transport_failure_is_retried_and_recorded_as_one() -> None:

@@ -52,6 +52,19 @@ class Diagnostics:
         )
 
     @staticmethod
+    def held(key: BucketKey, error: RateLimitError, failed: int) -> None:
+        """A 429 with a delay past ``max_server_wait`` holds ``key``; ``failed`` queued ones."""
+        logger.warning(
+            "429 on %s (%s limit) asks to wait %.0fs, longer than max_server_wait: nothing is "
+            "sent on it until then; %d queued requests failed (%s)",
+            key,
+            rate_limit_kind(error),
+            error.retry_after or 0.0,
+            failed,
+            error.server_message[:120],
+        )
+
+    @staticmethod
     def retrying(key: BucketKey, attempt: int, reason: str, seconds: float) -> None:
         """Attempt ``attempt`` on ``key`` failed with ``reason``; the next goes in ``seconds``."""
         logger.debug(

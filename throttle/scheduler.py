@@ -45,6 +45,7 @@ from throttle.events import (
     UsageReported,
 )
 from throttle.keys import BucketKey
+from throttle.long_limits import LongLimits
 from throttle.outcomes import outcome_of, rate_limit_kind
 from throttle.pacing import refusal_of
 from throttle.reservation import Cost, Ticket
@@ -116,6 +117,7 @@ class Scheduler:
     ) -> None:
         self._backend = backend
         self._breakers = QuotaBreakers()  # this process's view of the backend's breakers
+        self._long_limits = LongLimits()  # keys out of a daily limit, until it ends
         self._diagnostics = Diagnostics()
         self._setup = SetupCheck()  # fails every request at once when the URL cannot work
         self._admission = Admission(backend, clock, max_in_flight)
@@ -190,6 +192,9 @@ class Scheduler:
             self._breakers.check(key.identity)
             if self._setup.tripped:
                 raise self._setup.error()
+            held = self._long_limits.error(key, self._clock.now())
+            if held is not None:
+                raise held
             queued_at = self._clock.now()
             ticket = await self._admission.admit(
                 key, Cost(tokens=request.estimate.total), request.priority, seq
@@ -237,6 +242,8 @@ class Scheduler:
             if pause is not None:
                 self._diagnostics.cooling_down(key, error, pause)
                 await self._admission.cool_down(key, pause)
+            elif error.retry_after is not None:  # a long (daily) limit: hold the key till then
+                self._hold(key, error)
         elif isinstance(error, QuotaExhaustedError):
             self.breaker_changed(key.identity, error.details)  # here at once, then everywhere
             await self._backend.open_breaker(key.identity, error.details)
@@ -246,6 +253,15 @@ class Scheduler:
         if applied and snapshot is not None:
             self._diagnostics.limits_applied(key, snapshot)
             self._events.emit(LimitsObserved(key, snapshot))
+
+    def _hold(self, key: BucketKey, error: RateLimitError) -> None:
+        """Send nothing more on ``key`` until ``error``'s delay ends; fail its queue now."""
+        now = self._clock.now()
+        self._long_limits.hold(key, error, now)
+        failed = self._admission.fail_waiting(
+            lambda queued: queued == key, lambda: self._long_limits.error(key, now) or error
+        )
+        self._diagnostics.held(key, error, failed)
 
     def _record(
         self,
