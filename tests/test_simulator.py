@@ -1,15 +1,18 @@
 """Tests that the simulated API behaves like the real one where throttle depends on it."""
 
 import asyncio
+import collections
+import dataclasses
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import aiohttp
 import pytest
 
-from throttle import parse_duration, parse_rate_limit_headers
+from throttle import ConfigurationError, parse_duration, parse_rate_limit_headers
 from throttle.testing import (
     Faults,
     LimitChange,
@@ -208,6 +211,118 @@ async def test_injected_server_errors_and_random_faults() -> None:
         sim.inject("meteor")
 
 
+async def test_spike_answers_late_while_the_client_waits() -> None:
+    """A latency spike shorter than the client's patience delays a normal success."""
+    config = SimulatorConfig(latency=0, faults=Faults(spike_seconds=0.2))
+    async with SimulatedAPI(config) as sim:
+        sim.inject("spike")
+        started = time.monotonic()
+        status, _, _ = await post(sim, "chat/completions", chat())
+        elapsed = time.monotonic() - started
+    assert status == 200
+    assert elapsed >= 0.2
+    assert (sim.stats.injected["spike"], sim.stats.succeeded, sim.stats.abandoned) == (1, 1, 0)
+
+
+async def test_spike_beyond_the_client_timeout_is_abandoned_not_answered() -> None:
+    """A client that times out during a spike leaves; the server counts no success for it."""
+    config = SimulatorConfig(latency=0, faults=Faults(spike_seconds=30.0))
+    started = time.monotonic()
+    async with SimulatedAPI(config) as sim:
+        sim.inject("spike")
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.2)) as session:
+            with pytest.raises(TimeoutError):
+                await session.post(
+                    f"{sim.base_url}/chat/completions", json=chat(user="u"), headers=AUTH
+                )
+        for _ in range(50):  # the server notices the closed connection within a poll
+            if sim.stats.abandoned:
+                break
+            await asyncio.sleep(0.02)
+    assert time.monotonic() - started < 5
+    assert (sim.stats.injected["spike"], sim.stats.abandoned, sim.stats.succeeded) == (1, 1, 0)
+    assert sim.stats.answered_by_user == {}
+
+
+async def test_stopping_the_server_ends_an_answer_held_by_a_spike() -> None:
+    """A spike still holding an answer does not keep the server from stopping."""
+    config = SimulatorConfig(latency=0, faults=Faults(spike_seconds=30.0))
+    async with aiohttp.ClientSession() as session:
+        started = time.monotonic()
+        async with SimulatedAPI(config) as sim:
+            sim.inject("spike")
+            waiting = asyncio.ensure_future(
+                session.post(f"{sim.base_url}/chat/completions", json=chat(), headers=AUTH)
+            )
+            await asyncio.sleep(0.1)
+        with pytest.raises(aiohttp.ClientError):
+            await waiting
+    assert time.monotonic() - started < 5
+
+
+async def outcomes_of(faults: Faults, requests: int) -> list[str]:
+    """What each of ``requests`` streamed chat requests, sent one by one, met."""
+    seen = []
+    async with SimulatedAPI(SimulatorConfig(latency=0, faults=faults)) as sim:
+        for _ in range(requests):
+            try:
+                status, _, text = await post(sim, "chat/completions", chat(stream=True))
+            except aiohttp.ClientError:
+                seen.append("drop")
+                continue
+            if status != 200:
+                seen.append(str(status))
+            else:
+                seen.append("ok" if "[DONE]" in text else "truncate")
+    return seen
+
+
+async def test_random_faults_are_drawn_per_attempt_and_repeat_with_their_seed() -> None:
+    """Each request draws afresh at the configured rates; the same seed, the same sequence."""
+    faults = Faults(
+        server_error=0.2, overloaded=0.2, drop=0.1, truncate=0.2, spike=0.1, spike_seconds=0.001
+    )
+    first = await outcomes_of(faults, 200)
+    again = await outcomes_of(faults, 200)
+    other = await outcomes_of(dataclasses.replace(faults, seed=1), 200)
+    assert first == again
+    assert first != other
+    counts = collections.Counter(first)
+    assert set(counts) == {"ok", "500", "503", "drop", "truncate"}
+    assert 20 <= counts["500"] <= 60  # 40 expected
+    assert 20 <= counts["truncate"] <= 60
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"server_error": 1.5},
+        {"drop": -0.1},
+        {"server_error": 0.6, "truncate": 0.6},
+        {"spike": float("nan")},
+        {"spike_seconds": -1.0},
+        {"spike_seconds": float("inf")},
+    ],
+)
+def test_fault_rates_must_be_probabilities_that_add_up_to_one_at_most(
+    faults: dict[str, float],
+) -> None:
+    """Rates outside [0, 1], summing past 1, or a negative or endless spike are refused."""
+    with pytest.raises(ConfigurationError):
+        Faults(**faults)  # type: ignore[arg-type]
+
+
+async def test_successes_are_recorded_by_the_bodys_user() -> None:
+    """answered_by_user lists the request ids of successes only, per ``user`` marker."""
+    async with SimulatedAPI(SimulatorConfig(latency=0)) as sim:
+        sim.inject("server_error")
+        failed, _, _ = await post(sim, "chat/completions", chat(user="alice"))
+        status, headers, _ = await post(sim, "chat/completions", chat(user="alice"))
+        await post(sim, "chat/completions", chat())
+    assert (failed, status) == (500, 200)
+    assert sim.stats.answered_by_user == {"alice": [headers["x-request-id"]]}
+
+
 async def test_dropped_connection_gives_the_client_no_answer() -> None:
     """A drop fault closes the connection; the client sees a connection error."""
     async with SimulatedAPI(SimulatorConfig(latency=0)) as sim:
@@ -379,6 +494,14 @@ def test_config_describes_the_limits_in_force() -> None:
         "limits: default RPM 3,000, TPM 1,000,000; gpt-4o RPM 500, TPM 30,000 (group 4o-pool)"
         " | start level 0%, rate-limit headers off, retry-after off, quota 1,000 tokens per"
         " organization"
+    )
+
+
+def test_config_describes_its_faults_when_it_has_some() -> None:
+    """The limits line ends with the fault rates, in percent, and the spike's length."""
+    config = SimulatorConfig(faults=Faults(server_error=0.05, spike=0.01, spike_seconds=1.5))
+    assert config.describe().endswith(
+        "retry-after off, faults 5% server_error, 1% spike (1.5 s) (seed 0)"
     )
 
 

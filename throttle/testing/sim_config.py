@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -47,14 +48,25 @@ class LimitChange:
 
 @dataclass(frozen=True, slots=True)
 class Faults:
-    """Random faults, each a probability per request (``truncate`` applies to streams).
+    """Random faults, each a probability per attempt (every HTTP request draws once).
+
+    One draw per request picks at most one fault, so the rates add up (at most 1 in all) and
+    a retry draws afresh: a request that met a fault can succeed on its next attempt. The
+    draws come from their own generator seeded with ``seed``: the n-th request to arrive
+    always meets the same fault (under concurrency, which request is n-th may vary).
 
     Attributes:
-        server_error: answer 500 server_error.
-        overloaded: answer 503 "overloaded".
-        drop: close the connection without answering.
-        truncate: end a stream before its final event.
-        seed: the random generator's seed, for repeatable runs.
+        server_error: answer 500 server_error, before any rate limit is charged.
+        overloaded: answer 503 "overloaded", before any rate limit is charged.
+        drop: close the connection without answering, before any rate limit is charged.
+        truncate: end a stream halfway, without its final event (``[DONE]``,
+            ``response.completed``); a request that is not streamed is answered normally.
+        seed: the fault generator's seed, for repeatable runs.
+        spike: answer ``spike_seconds`` late (a latency spike): the request is charged and
+            answered, unless the client gave up waiting first (then it counts in
+            ``SimulatorStats.abandoned``, not as a success).
+        spike_seconds: the extra delay of a spike, in seconds; set it beyond the client's
+            per-attempt timeout to make spikes timeouts.
     """
 
     server_error: float = 0.0
@@ -62,6 +74,37 @@ class Faults:
     drop: float = 0.0
     truncate: float = 0.0
     seed: int = 0
+    spike: float = 0.0
+    spike_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        rates = self.rates()
+        if any(not 0 <= rate <= 1 for rate in rates.values()) or sum(rates.values()) > 1:
+            raise ConfigurationError(
+                f"fault rates must be in [0, 1] and add up to 1 at most: {self}"
+            )
+        if not 0 <= self.spike_seconds < math.inf:
+            raise ConfigurationError(f"spike_seconds must be a finite, non-negative number: {self}")
+
+    def rates(self) -> dict[str, float]:
+        """Return each fault's probability per attempt, by fault name (see ``FAULTS``)."""
+        return {
+            "server_error": self.server_error,
+            "overloaded": self.overloaded,
+            "drop": self.drop,
+            "truncate": self.truncate,
+            "spike": self.spike,
+        }
+
+    def describe(self) -> str:
+        """Return the faults in a few words, e.g. ``faults 5% server_error, 1% spike (2 s)``."""
+        parts = [
+            f"{rate * 100:.3g}% {name}"
+            + (f" ({self.spike_seconds:g} s)" if name == "spike" else "")
+            for name, rate in self.rates().items()
+            if rate
+        ]
+        return f"faults {', '.join(parts)} (seed {self.seed})" if parts else "no faults"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +164,8 @@ class SimulatorConfig:
         ]
         if self.quota_tokens is not None:
             flags.append(f"quota {self.quota_tokens:,} tokens per organization")
+        if any(self.faults.rates().values()):
+            flags.append(self.faults.describe())
         return "limits: " + "; ".join(parts) + " | " + ", ".join(flags)
 
     def limits_of(self, model: str) -> ModelLimits:

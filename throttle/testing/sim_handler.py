@@ -3,9 +3,10 @@
 It names the caller's organization from its API key, answers 404 to paths the real API does
 not serve and 400 to bodies it would refuse (both before any rate limit is charged; see
 :mod:`throttle.testing.sim_routes`), serves ``/models``, audio uploads and JSON calls,
-injects 500/503, dropped connections, truncated streams and latency (scripted or at random),
-has the rate limiter charge or refuse the request, and answers in the real JSON or
-server-sent-events shapes.
+injects 500/503, dropped connections, truncated streams and latency spikes (scripted or at
+random, one draw per attempt), has the rate limiter charge or refuse the request, and answers
+in the real JSON or server-sent-events shapes. An answer whose client already left (it timed
+out during a spike) is counted as abandoned, never as a success.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from throttle.testing.sim_limiter import RateLimiter
 from throttle.testing.sim_routes import Route, body_problem, resolve_route
 from throttle.testing.sim_stats import SimulatorStats
 
-FAULTS = ("server_error", "overloaded", "drop", "truncate")
+FAULTS = ("server_error", "overloaded", "drop", "truncate", "spike")
+_POLL_SECONDS = 0.02  # how often a spiked answer checks whether its client is still waiting
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,11 +60,17 @@ class RequestHandler:
         self.stats = stats
         self._limiter = limiter
         self._scripted: list[str] = []
-        self._random = random.Random(self.config.faults.seed)  # noqa: S311 - fault injection
+        # Two generators, so that latency jitter does not shift which request meets a fault.
+        self._faults = random.Random(self.config.faults.seed)  # noqa: S311 - fault injection
+        self._jitter = random.Random(f"jitter {self.config.faults.seed}")  # noqa: S311
         self._ids = itertools.count(1)
+        self._lingering: set[asyncio.Task[Any]] = set()
 
     def inject(self, fault: str, count: int = 1) -> None:
-        """Make the next ``count`` requests fail with ``fault`` (one of :data:`FAULTS`)."""
+        """Make the next ``count`` requests meet ``fault`` (one of :data:`FAULTS`).
+
+        A ``"spike"`` lasts ``config.faults.spike_seconds``.
+        """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; choose from {FAULTS}")
         self._scripted.extend([fault] * count)
@@ -76,17 +84,17 @@ class RequestHandler:
             return self.config.organizations.get(key)
         return "org-" + hashlib.sha256(key.encode()).hexdigest()[:8]
 
+    def close(self) -> None:
+        """Stop waiting out latency spikes (the server is stopping): cancel those answers."""
+        for task in self._lingering:
+            task.cancel()
+
     def _next_fault(self) -> str | None:
+        """One draw per attempt: a scripted fault first, else at random (or none)."""
         if self._scripted:
             return self._scripted.pop(0)
-        faults = self.config.faults
-        roll = self._random.random()
-        for name, chance in (
-            ("server_error", faults.server_error),
-            ("overloaded", faults.overloaded),
-            ("drop", faults.drop),
-            ("truncate", faults.truncate),
-        ):
+        roll = self._faults.random()
+        for name, chance in self.config.faults.rates().items():
             if roll < chance:
                 return name
             roll -= chance
@@ -179,7 +187,7 @@ class RequestHandler:
         if refusal is not None:
             return refusal
         await asyncio.sleep(self.config.latency)
-        self._succeeded()
+        self._succeeded(call)
         return web.json_response(
             {"text": f"transcribed {size} bytes of {upload.filename}"}, headers=headers
         )
@@ -187,7 +195,7 @@ class RequestHandler:
     async def _serve(self, call: _Call) -> web.StreamResponse:
         now = time.monotonic()
         fault = self._next_fault()
-        if fault is not None and fault != "truncate":
+        if fault in ("server_error", "overloaded", "drop"):
             self.stats.injected[fault] += 1
             if fault == "drop":
                 assert call.request.transport is not None  # noqa: S101 - a live request has one
@@ -206,14 +214,34 @@ class RequestHandler:
         refusal = self._charge(call, cost, now)
         if refusal is not None:
             return refusal
-        jitter = self._random.uniform(0, self.config.latency_jitter)
+        jitter = self._jitter.uniform(0, self.config.latency_jitter)
         await asyncio.sleep(self.config.latency + jitter)
+        if fault == "spike":
+            self.stats.injected["spike"] += 1
+            await self._linger(call.request, self.config.faults.spike_seconds)
+        if call.request.transport is None:
+            # The client gave up waiting (its timeout): nobody will read this answer.
+            self.stats.abandoned += 1
+            return web.Response(status=408, headers=call.headers)
         cap = output_cap(call.payload)
         completion = min(cap or self.config.completion_tokens, self.config.completion_tokens)
         if call.payload.get("stream"):
             return await self._stream(call, kind, prompt, completion, fault == "truncate")
-        self._succeeded()
+        self._succeeded(call)
         return web.json_response(self._answer(call, kind, prompt, completion), headers=call.headers)
+
+    async def _linger(self, request: web.Request, seconds: float) -> None:
+        """Wait ``seconds`` (a latency spike), or until the client closes the connection."""
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - aiohttp runs every handler in a task
+        self._lingering.add(task)
+        try:
+            until = time.monotonic() + seconds
+            # aiohttp signals a client's leaving by no event, only by dropping the transport.
+            while request.transport is not None and time.monotonic() < until:  # noqa: ASYNC110
+                await asyncio.sleep(min(until - time.monotonic(), _POLL_SECONDS))
+        finally:
+            self._lingering.discard(task)
 
     def _charge(self, call: _Call, cost: int, now: float) -> web.Response | None:
         return self._limiter.charge(
@@ -232,9 +260,13 @@ class RequestHandler:
             return bodies.embeddings(call.model, inputs, prompt, dimensions)
         return bodies.chat_completion(call.model, prompt, completion, rid)
 
-    def _succeeded(self) -> None:
+    def _succeeded(self, call: _Call) -> None:
         self.stats.succeeded += 1
         self.stats.last_success_at = time.monotonic()
+        user = call.payload.get("user")
+        if isinstance(user, str):
+            answers = self.stats.answered_by_user.setdefault(user, [])
+            answers.append(call.headers["x-request-id"])
 
     async def _stream(
         self, call: _Call, kind: str, prompt: int, completion: int, truncate: bool
@@ -253,9 +285,13 @@ class RequestHandler:
         if truncate:
             self.stats.injected["truncate"] += 1
             lines = lines[: max(1, len(lines) // 2)]
-        for line in lines:
-            await response.write(line.encode())
-        await response.write_eof()
+        try:
+            for line in lines:
+                await response.write(line.encode())
+            await response.write_eof()
+        except ConnectionError:
+            self.stats.abandoned += 1  # the client left mid-stream
+            return response
         if not truncate:
-            self._succeeded()
+            self._succeeded(call)
         return response

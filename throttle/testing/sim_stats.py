@@ -17,7 +17,14 @@ class SimulatorStats:
         rate_limited: 429 rate_limit_exceeded answers, by limit type.
         too_large: 429 "Request too large" answers.
         quota_errors: 429 insufficient_quota answers.
-        injected: injected faults, by kind.
+        injected: injected faults, by kind (a truncation or a spike counts once applied: to
+            a stream, to a request the buckets admitted).
+        abandoned: requests whose client closed the connection before their answer was
+            ready (it gave up waiting during a latency spike); never counted as successes.
+        answered_by_user: for requests whose body names a ``user`` (an end-user id the real
+            API accepts on chat, responses and embeddings), the ``x-request-id`` of each
+            successful answer, by that ``user``: tests tie attempts to logical requests with
+            it. Empty when no body names one.
         rejected: 400/401 answers.
         charged_tokens: tokens charged against TPM by successful admissions.
         first_request_at: when the first request arrived.
@@ -32,6 +39,8 @@ class SimulatorStats:
     too_large: int = 0
     quota_errors: int = 0
     injected: Counter[str] = dataclasses.field(default_factory=Counter)
+    abandoned: int = 0
+    answered_by_user: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     rejected: int = 0
     charged_tokens: int = 0
     first_request_at: float | None = None

@@ -3,8 +3,8 @@
 Per organization and model (or shared group) it keeps requests and tokens buckets, answers
 with the real header formats and the real 429 bodies (requests, tokens, daily limits, request
 too large, insufficient_quota), and injects 500/503, dropped connections, truncated streams
-and latency on demand. It counts tokens its own way (characters / 4), as the real server does
-not use the client's tokenizer either.
+and latency spikes on demand. It counts tokens its own way (characters / 4), as the real
+server does not use the client's tokenizer either.
 
 This module is the server's lifecycle and controls; how a request is answered lives in
 :mod:`throttle.testing.sim_handler`, and whether the buckets admit it in
@@ -78,13 +78,17 @@ class SimulatedAPI:
         return self.base_url
 
     async def stop(self) -> None:
-        """Stop listening and close open connections."""
+        """Stop listening and close open connections (answers held by a spike are dropped)."""
+        self._handler.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
     def inject(self, fault: str, count: int = 1) -> None:
-        """Make the next ``count`` requests fail with ``fault`` (one of :data:`FAULTS`)."""
+        """Make the next ``count`` requests meet ``fault`` (one of :data:`FAULTS`).
+
+        A ``"spike"`` answers ``config.faults.spike_seconds`` late.
+        """
         self._handler.inject(fault, count)
 
     def set_limits(self, model: str, *, rpm: int | None = None, tpm: int | None = None) -> None:
