@@ -77,17 +77,39 @@ async def test_smaller_priority_goes_first() -> None:
 
 
 async def test_waiters_at_the_head_are_asked_for_in_one_backend_call() -> None:
-    """Ten waiters queued at once, with room for all: one call admits them, in order."""
+    """Ten waiters queued behind a probe: when room comes, one call admits them, in order."""
+    clock = ManualClock()
+    backend = CountingBackend(clock)
+    admission = Admission(backend, clock, max_in_flight=100)
+    probe = await admission.admit(KEY, Cost(0), 0, -1)  # limits unknown: the rest queue
+    tasks = [asyncio.create_task(admission.admit(KEY, Cost(0), 0, s)) for s in range(10)]
+    await clock.advance(0)
+    assert admission.waiting() == 10
+    asked_before = backend.asked
+    roomy = RateLimitSnapshot(requests=LimitReading(1000, 1000))
+    await admission.release(KEY, probe, roomy, answered=True, succeeded=True)
+    await clock.advance(0)
+    tickets = [task.result() for task in tasks]
+    assert backend.asked - asked_before == 1
+    assert [ticket.seq for ticket in tickets] == sorted(ticket.seq for ticket in tickets)
+
+
+async def test_with_room_and_nobody_waiting_admission_is_one_call_and_no_task() -> None:
+    """The fast path: no pump task, no waiter left behind, one backend call per admission."""
     clock = ManualClock()
     backend = CountingBackend(clock)
     admission = Admission(backend, clock, max_in_flight=100)
     probe = await admission.admit(KEY, Cost(0), 0, -1)
     roomy = RateLimitSnapshot(requests=LimitReading(1000, 1000))
     await admission.release(KEY, probe, roomy, answered=True, succeeded=True)
-    asked_before = backend.asked
-    tickets = await asyncio.gather(*(admission.admit(KEY, Cost(0), 0, s) for s in range(10)))
-    assert backend.asked - asked_before == 1
-    assert [ticket.seq for ticket in tickets] == sorted(ticket.seq for ticket in tickets)
+    tasks_before, asked_before = len(asyncio.all_tasks()), backend.asked
+    tickets = [await admission.admit(KEY, Cost(0), 0, s) for s in range(5)]
+    assert len(asyncio.all_tasks()) == tasks_before
+    assert backend.asked - asked_before == 5
+    assert admission.load()[KEY].in_flight == 5
+    for ticket in tickets:
+        await admission.release(KEY, ticket, None, answered=True, succeeded=True)
+    assert admission.waiting() == 0
 
 
 async def test_a_batch_takes_only_the_in_flight_places_that_are_free() -> None:

@@ -18,6 +18,8 @@ from redis.exceptions import ResponseError
 from tests.admit_one import admit_one
 from tests.heard import Heard
 from throttle import AdmissionPolicy, BucketKey, ErrorDetails
+from throttle.admission import Admission
+from throttle.clock import MonotonicClock
 from throttle.headers import LimitReading, RateLimitSnapshot
 from throttle.redis_backend import RedisBackend
 from throttle.redis_backend.backend import SCRIPT
@@ -256,3 +258,23 @@ async def test_a_batch_with_an_unknown_operation_changes_nothing(
             args=[*header, "1", "gpt-4o", *admit_then_typo],
         )
     assert await clients[0].keys("throttle:*") == []
+
+
+async def test_a_caller_who_leaves_during_a_fast_admission_hands_its_place_back(
+    shared: MakeShared,
+) -> None:
+    """Cancelled while Redis admits it: the ticket goes back at once, not after its lease."""
+    backend = shared(0)
+    admission = Admission(backend, MonotonicClock(), max_in_flight=10)
+    leaving = asyncio.create_task(admission.admit(KEY, Cost(0), 0, 0))  # the key's one probe
+    await asyncio.sleep(0)  # its call to Redis is on its way
+    leaving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    async with asyncio.timeout(POLICY.lease_seconds / 3):  # a leaked probe would hold 30 s
+        while True:
+            admitted = await admit_one(backend, KEY, Cost(0))
+            if isinstance(admitted, Ticket):
+                break
+            await asyncio.sleep(0.01)
+    await admission.close()

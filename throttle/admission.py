@@ -1,10 +1,14 @@
 """Waiting for room in the buckets: FIFO within a priority, one pump per key, no polling.
 
-Each key has a heap of waiters and, while it is not empty, one pump task. The pump asks the
-backend for the waiters at the head, up to :data:`ADMIT_AT_ONCE` in one call (one round trip to
-a shared backend, however many are admitted), and sleeps exactly as long as the backend says,
-or until something changes (an answer corrected the buckets, a more urgent waiter arrived). A
-waiter costs one small object and one future.
+When a key has room and nobody waits on it, an attempt is admitted by one backend call from
+the caller's own task: no waiter, no future, no pump (the fast path; on a shared backend the
+call still is one round trip, run in a task so that a caller who leaves meanwhile hands back
+what it was given). Otherwise it queues. Each key has a heap of waiters and, while it is not
+empty, one pump task. The pump asks the backend for the waiters at the head, up to
+:data:`ADMIT_AT_ONCE` in one call (one round trip to a shared backend, however many are
+admitted), and sleeps exactly as long as the backend says, or until something changes (an
+answer corrected the buckets, a more urgent waiter arrived). A waiter costs one small object
+and one future.
 
 An admitted attempt is held until it is handed back; while any is held, one renewal task
 extends their leases every third of a lease, so a long request (a stream, a slow reasoning
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import logging
 import math
@@ -27,7 +32,7 @@ from throttle.errors import ClosedError, ThrottleError
 from throttle.headers import RateLimitSnapshot
 from throttle.keys import BucketKey
 from throttle.pacing import Refusal
-from throttle.reservation import Cost, Ticket
+from throttle.reservation import Admissions, Cost, Ticket
 
 logger = logging.getLogger(__name__)
 ADMIT_AT_ONCE = 32  # waiters asked for in one backend call
@@ -73,6 +78,7 @@ class Admission:
         self._queues: dict[BucketKey, _KeyQueue] = {}
         self._held: dict[BucketKey, dict[int, Ticket]] = {}  # by id(): seqs of two backends
         self._renewer: asyncio.Task[None] | None = None
+        self._hand_backs: set[asyncio.Future[bool]] = set()  # of callers who left (fast path)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -110,6 +116,13 @@ class Admission:
         if self._closed:
             raise ClosedError("this Throttle is closed; no request is sent")
         queue = self._queues.get(key)
+        known_wait = 0.0  # what the fast path just heard: the pump need not ask again at once
+        if (queue is None or not _queued(queue)) and not self._slots.locked():
+            admitted = await self._admit_now(key, cost)
+            if isinstance(admitted, Ticket):
+                return admitted
+            known_wait = admitted
+            queue = self._queues.get(key)  # the call may have let others queue meanwhile
         if queue is None:
             queue = self._queues[key] = _KeyQueue()
         waiter = _Waiter(priority, seq, cost, asyncio.get_running_loop().create_future())
@@ -117,7 +130,11 @@ class Admission:
         if queue.heap[0] is waiter and (not queue.asking or waiter < queue.asking[0]):
             queue.wakeup.set()  # more urgent than the head: the pump asks for it now
         if queue.pump is None:
-            queue.pump = asyncio.create_task(self._pump(key, queue), name=f"throttle-pump-{key}")
+            if known_wait > 0:
+                queue.wakeup.clear()  # set for this very waiter, whose wait is known
+            queue.pump = asyncio.create_task(
+                self._pump(key, queue, known_wait), name=f"throttle-pump-{key}"
+            )
         try:
             return await asyncio.shield(waiter.future)
         except asyncio.CancelledError:
@@ -130,6 +147,48 @@ class Admission:
             else:
                 waiter.future.cancel()
             raise
+
+    async def _admit_now(self, key: BucketKey, cost: Cost) -> Ticket | float:
+        """Admit ``cost`` at once with one backend call (the fast path), or say how long to wait.
+
+        The wait is 0 unless the backend answers at once: on a shared one, things may have
+        changed during the call, and the pump asks again.
+        """
+        await self._slots.acquire()  # never suspends: a free slot was seen just before
+        try:
+            if self._backend.answers_at_once:
+                admissions = await self._backend.try_admit(key, [cost])
+            else:
+                admissions = await self._admit_shielded(key, cost)
+        except BaseException:
+            self._slots.release()
+            raise
+        if not admissions.tickets:
+            self._slots.release()
+            return admissions.wait if self._backend.answers_at_once else 0.0
+        ticket = admissions.tickets[0]
+        self._hold(key, ticket)
+        return ticket
+
+    async def _admit_shielded(self, key: BucketKey, cost: Cost) -> Admissions:
+        """Ask a backend that suspends; if the caller leaves meanwhile, hand back its ticket."""
+        call = asyncio.ensure_future(self._backend.try_admit(key, [cost]))
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(functools.partial(self._hand_back_unclaimed, key))
+            raise
+
+    def _hand_back_unclaimed(self, key: BucketKey, call: asyncio.Future[Admissions]) -> None:
+        """Return what a backend admitted for a caller who had already left."""
+        if call.cancelled() or call.exception() is not None:
+            return
+        for ticket in call.result().tickets:
+            hand_back = asyncio.ensure_future(
+                self._backend.complete(key, ticket, None, answered=False, succeeded=False)
+            )
+            self._hand_backs.add(hand_back)
+            hand_back.add_done_callback(self._hand_backs.discard)
 
     async def release(
         self,
@@ -200,9 +259,12 @@ class Admission:
         for pump in pumps:
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
+        await asyncio.gather(*self._hand_backs, return_exceptions=True)
 
-    async def _pump(self, key: BucketKey, queue: _KeyQueue) -> None:
+    async def _pump(self, key: BucketKey, queue: _KeyQueue, first_wait: float = 0.0) -> None:
         try:
+            if first_wait > 0:
+                await self._clock.wait(queue.wakeup, first_wait)
             while queue.heap:
                 head = queue.heap[0]
                 if head.future.done():
@@ -210,6 +272,9 @@ class Admission:
                     continue
                 queue.wakeup.clear()
                 await self._slots.acquire()
+                if not queue.heap:  # failed or cancelled while this pump waited for a slot
+                    self._slots.release()
+                    continue
                 queue.asking = await self._take_heads(queue.heap)
                 try:
                     wait = await self._admit_heads(key, queue.asking)

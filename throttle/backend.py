@@ -85,6 +85,11 @@ class LimitBackend(Protocol):
         """How long an admitted attempt counts as in flight unless renewed or handed back."""
         ...
 
+    @property
+    def answers_at_once(self) -> bool:
+        """Whether :meth:`try_admit` answers without suspending (its state is in-process)."""
+        ...
+
     async def try_admit(self, key: BucketKey, costs: Sequence[Cost]) -> Admissions:
         """Charge ``costs`` to ``key`` in order, as many as fit now; say how long the rest wait.
 
@@ -171,6 +176,11 @@ class MemoryBackend:
     def lease_seconds(self) -> float:
         """See :attr:`LimitBackend.lease_seconds`."""
         return self._policy.lease_seconds
+
+    @property
+    def answers_at_once(self) -> bool:
+        """See :attr:`LimitBackend.answers_at_once`: always, the buckets are in memory."""
+        return True
 
     def state(self, key: BucketKey) -> KeyLimits:
         """Return the live state of ``key`` (created on first use)."""

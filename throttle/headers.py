@@ -48,6 +48,15 @@ _FAMILIES = (
     "x-ratelimit-{field}-project-{kind}",
     "x-rate-limit-{field}-{kind}",
 )
+# (limit, remaining, reset) header names of each family, per kind: spelled out once.
+_NAMES = {
+    kind: [
+        tuple(family.format(field=field, kind=kind) for field in ("limit", "remaining", "reset"))
+        for family in _FAMILIES
+    ]
+    for kind in ("requests", "tokens")
+}
+_PREFIXES = ("x-ratelimit-", "x-rate-limit-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +134,10 @@ def _reset(headers: dict[str, str], name: str) -> float | None:
         return None
 
 
-def _reading(headers: dict[str, str], family: str, kind: str) -> LimitReading | None:
-    limit = _number(headers, family.format(field="limit", kind=kind))
-    remaining = _number(headers, family.format(field="remaining", kind=kind))
+def _reading(headers: dict[str, str], kind: str, names: tuple[str, ...]) -> LimitReading | None:
+    limit_name, remaining_name, reset_name = names
+    limit = _number(headers, limit_name)
+    remaining = _number(headers, remaining_name)
     if limit is None or remaining is None:
         return None
     if limit <= 0:
@@ -136,7 +146,7 @@ def _reading(headers: dict[str, str], family: str, kind: str) -> LimitReading | 
     if remaining > limit:
         logger.debug("clamping %s remaining %r to limit %r", kind, remaining, limit)
         remaining = limit
-    reset = _reset(headers, family.format(field="reset", kind=kind))
+    reset = _reset(headers, reset_name)
     if reset == 0 and remaining < limit:
         logger.debug("ignoring %s reset 0: the bucket is not full", kind)
         reset = None
@@ -144,7 +154,7 @@ def _reading(headers: dict[str, str], family: str, kind: str) -> LimitReading | 
 
 
 def _most_restrictive(headers: dict[str, str], kind: str) -> LimitReading | None:
-    readings = [r for family in _FAMILIES if (r := _reading(headers, family, kind)) is not None]
+    readings = [r for names in _NAMES[kind] if (r := _reading(headers, kind, names)) is not None]
     return min(readings, key=lambda r: r.remaining, default=None)
 
 
@@ -162,7 +172,11 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitSnapshot | 
     Returns:
         A snapshot, or ``None`` when no bucket could be read.
     """
-    lowered = _lower(headers)
+    lowered = {
+        name.lower(): value for name, value in headers.items() if name.lower().startswith(_PREFIXES)
+    }
+    if not lowered:  # most answers of most servers without limits: nothing to read
+        return None
     requests = _most_restrictive(lowered, "requests")
     tokens = _most_restrictive(lowered, "tokens")
     if requests is None and tokens is None:

@@ -146,6 +146,11 @@ class RedisBackend:
         """See :attr:`throttle.LimitBackend.lease_seconds`."""
         return self._policy.lease_seconds
 
+    @property
+    def answers_at_once(self) -> bool:
+        """See :attr:`throttle.LimitBackend.answers_at_once`: never, Redis is a round trip."""
+        return False
+
     async def _call(self, key: BucketKey, operation: str, *args: str) -> Any:
         """Run one operation of the script (in the next call for its identity; ``batches``).
 
