@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import inspect
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,3 +49,35 @@ def redis_url(redis_server: RedisServer) -> str:
     """The URL of the session's redis-server, emptied for this test."""
     redis.Redis.from_url(redis_server.url).flushall()
     return redis_server.url
+
+
+class _Recorder(logging.Handler):
+    """Keeps every record it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def asyncio_reports_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test after which asyncio reported an error: a leak, not a warning, so see here.
+
+    "Task was destroyed but it is pending", "Task exception was never retrieved" and
+    aiohttp's "Unclosed client session" reach asyncio's logger, not ``warnings``; an async
+    test's garbage is collected here so that what it left behind is reported against it.
+    """
+    recorder = _Recorder()
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.addHandler(recorder)
+    try:
+        yield
+        if inspect.iscoroutinefunction(request.function):
+            gc.collect()
+    finally:
+        asyncio_logger.removeHandler(recorder)
+    if recorder.records:
+        pytest.fail("asyncio reported: " + "; ".join(r.getMessage() for r in recorder.records))

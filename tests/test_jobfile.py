@@ -77,6 +77,24 @@ def test_a_batch_api_line_gives_its_body_custom_id_and_url() -> None:
 BATCH = {"custom_id": "r-1", "method": "POST", "url": "/v1/chat/completions", "body": {}}
 
 
+def test_a_lines_client_request_id_is_split_off_in_either_format() -> None:
+    """`client_request_id` beside a bare body or a Batch API line is the header, not the body."""
+    bare = parse_line('{"model": "m", "client_request_id": "mine-1"}')
+    batch = parse_line(json.dumps({**BATCH, "client_request_id": "mine-2"}))
+    assert (bare.body, bare.client_request_id) == ({"model": "m"}, "mine-1")
+    assert (batch.body, batch.client_request_id) == ({}, "mine-2")
+    assert parse_line('{"model": "m"}').client_request_id is None
+
+
+@pytest.mark.parametrize("bad", ["x" * 513, "caf\u00e9", "", 42])
+def test_a_client_request_id_that_cannot_be_sent_is_refused(bad: object) -> None:
+    """Too long, not ASCII, empty or not a string: invalid_client_request_id, custom_id kept."""
+    with pytest.raises(InvalidLineError, match="client_request_id") as caught:
+        parse_line(json.dumps({**BATCH, "client_request_id": bad}))
+    assert caught.value.kind == "invalid_client_request_id"
+    assert caught.value.custom_id == "r-1"
+
+
 @pytest.mark.parametrize(
     ("changes", "kind", "named"),
     [

@@ -14,6 +14,7 @@ EXPECTED = {
     "BackendListener",
     "BackendUnavailableError",
     "BucketKey",
+    "CapacityUnavailableError",
     "ClosedError",
     "ConfigurationError",
     "DeadlineExceededError",

@@ -18,7 +18,6 @@ model) is never taken for one whose worker died.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import heapq
 import logging
@@ -78,6 +77,7 @@ class Admission:
         self._queues: dict[BucketKey, _KeyQueue] = {}
         self._held: dict[BucketKey, dict[int, Ticket]] = {}  # by id(): seqs of two backends
         self._renewer: asyncio.Task[None] | None = None
+        self._deciding: set[asyncio.Future[Admissions]] = set()  # fast-path calls on their way
         self._hand_backs: set[asyncio.Future[bool]] = set()  # of callers who left (fast path)
         self._closed = False
 
@@ -173,6 +173,8 @@ class Admission:
     async def _admit_shielded(self, key: BucketKey, cost: Cost) -> Admissions:
         """Ask a backend that suspends; if the caller leaves meanwhile, hand back its ticket."""
         call = asyncio.ensure_future(self._backend.try_admit(key, [cost]))
+        self._deciding.add(call)
+        call.add_done_callback(self._deciding.discard)
         try:
             return await asyncio.shield(call)
         except asyncio.CancelledError:
@@ -256,9 +258,8 @@ class Admission:
             pumps.append(self._renewer)
         for pump in pumps:
             pump.cancel()
-        for pump in pumps:
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+        # gather, not suppress(CancelledError): a cancellation of close() itself goes on.
+        await asyncio.gather(*pumps, *self._deciding, return_exceptions=True)
         await asyncio.gather(*self._hand_backs, return_exceptions=True)
 
     async def _pump(self, key: BucketKey, queue: _KeyQueue, first_wait: float = 0.0) -> None:

@@ -9,14 +9,13 @@ the openai SDK or httpx adapters never load aiohttp.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 from throttle.admission import KeyLoad
 from throttle.answer import Answer, answer_of_call, answer_of_error
-from throttle.backend import LimitBackend
+from throttle.client_defaults import api_key_for, backend_for
 from throttle.errors import (
     ConfigurationError,
     InvalidRequestError,
@@ -29,6 +28,7 @@ from throttle.estimate import TokenEstimate, estimate_tokens
 from throttle.events import EventHub, EventListener
 from throttle.keys import BucketKey, azure_deployment, credential_identity
 from throttle.options import ThrottleOptions, ThrottleSettings
+from throttle.request_identity import identify, refuse_shared_id
 from throttle.scheduler import ScheduledRequest, Scheduler
 
 if TYPE_CHECKING:
@@ -54,7 +54,8 @@ class Throttle:
 
     Raises:
         ConfigurationError: a setting is invalid, contradicts another, or was given both in
-            ``options`` and as a keyword; or a ``base_url`` came with no key anywhere.
+            ``options`` and as a keyword; a ``base_url`` came with no key anywhere; or
+            ``headers`` set ``X-Client-Request-Id`` (each request gets its own).
     """
 
     def __init__(
@@ -70,8 +71,9 @@ class Throttle:
             names = ", ".join(sorted(settings))
             raise ConfigurationError(f"options and {names} were both given: put {names} in options")
         self.options = options if options is not None else ThrottleOptions(**settings)
+        refuse_shared_id(self.options.headers)
         self.base_url = base_url.rstrip("/") if base_url else None
-        api_key = _api_key_for(self.base_url, api_key)
+        api_key = api_key_for(self.base_url, api_key)
         self.identity = self.options.identity or (
             credential_identity(api_key) if api_key else "default"
         )
@@ -79,7 +81,7 @@ class Throttle:
         self.events = EventHub()
         if on_event is not None:
             self.events.subscribe(on_event)
-        self._backend = _backend_for(self.options)
+        self._backend = backend_for(self.options)
         self._scheduler = Scheduler(
             self._backend,
             clock=self.options.clock,
@@ -118,7 +120,9 @@ class Throttle:
         """Stop sending (see :meth:`stop_sending`) and release what this Throttle opened.
 
         The native client's session, and the backend if this Throttle built it (one given in
-        ``backend`` is its owner's to close).
+        ``backend`` is its owner's to close). Requests of :meth:`post` still in flight are cut
+        off and fail with :class:`ClosedError` (their answers may still be billed); every task
+        the Throttle started has ended when this returns.
         """
         await self.stop_sending()
         if self._native is not None:
@@ -174,17 +178,22 @@ class Throttle:
 
         Raises:
             QueueFullError: the queue is full and ``wait_for_room`` is ``False``.
-            ThrottleError: the subclass naming what ended the request.
+            ThrottleError: the subclass naming what ended the request, carrying the request's
+                ``client_request_id``.
         """
-        if self._room is None:
-            return await self._scheduler.submit(request)
-        if not wait_for_room and self._room.locked():
-            raise QueueFullError(
-                f"{self.options.max_queued} requests are already queued or in flight "
-                "(max_queued); wait for room, or raise max_queued"
-            )
-        async with self._room:
-            return await self._scheduler.submit(request)
+        try:
+            if self._room is None:
+                return await self._scheduler.submit(request)
+            if not wait_for_room and self._room.locked():
+                raise QueueFullError(
+                    f"{self.options.max_queued} requests are already queued or in flight "
+                    "(max_queued); wait for room, or raise max_queued"
+                )
+            async with self._room:
+                return await self._scheduler.submit(request)
+        except ThrottleError as error:
+            error.client_request_id = request.client_request_id or error.client_request_id
+            raise
 
     def record_usage(self, key: BucketKey, usage: object, estimated: int | None = None) -> None:
         """Report the ``usage`` object a stream carried at its end (and its prompt estimate)."""
@@ -199,6 +208,7 @@ class Throttle:
         priority: int = 0,
         deadline: float | None = None,
         params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         wait_for_room: bool = True,
     ) -> Any:
         """Send one JSON request through the scheduler and return the decoded answer.
@@ -211,6 +221,10 @@ class Throttle:
             priority: smaller goes first; equal priorities are first come, first served.
             deadline: seconds after which the request fails with ``DeadlineExceededError``.
             params: query parameters (Azure's ``api-version``).
+            headers: headers of this request, over the Throttle's ``headers``. An
+                ``X-Client-Request-Id`` among them is sent as it is; without one, a new id
+                is. Either way every attempt sends the same one (see
+                :mod:`throttle.request_identity`).
             wait_for_room: with ``max_queued`` requests already held, wait for one to end;
                 ``False`` raises :class:`QueueFullError` instead.
 
@@ -218,7 +232,8 @@ class Throttle:
             The decoded JSON answer.
 
         Raises:
-            InvalidRequestError: the body cannot be estimated or asks for streaming.
+            InvalidRequestError: the body cannot be estimated or asks for streaming, or the
+                ``X-Client-Request-Id`` is not printable ASCII of 1 to 512 characters.
             QueueFullError: the queue is full and ``wait_for_room`` is ``False``.
             ThrottleError: the subclass naming what ended the request.
         """
@@ -227,6 +242,8 @@ class Throttle:
         url = f"{self.base_url}/{path.lstrip('/')}" if path else self.base_url
         if isinstance(body, Mapping) and body.get("stream"):
             raise InvalidRequestError("post() returns one JSON answer; 'stream' must be false")
+        sent_headers = dict(headers or {})
+        client_request_id = identify(sent_headers)
         model = model or _model_of(body) or azure_deployment(url)
         estimate = estimate_tokens(
             url, body, model=model, default_output_tokens=self.options.default_output_tokens
@@ -236,9 +253,10 @@ class Throttle:
         request: ScheduledRequest[Any] = ScheduledRequest(
             self.key_for(model),
             estimate,
-            lambda: native.post(url, body, params),
+            lambda: native.post(url, body, params, sent_headers),
             priority,
             deadline,
+            client_request_id,
         )
         return await self.submit(request, wait_for_room=wait_for_room)
 
@@ -300,49 +318,6 @@ class Throttle:
         return self._native
 
 
-def _backend_for(options: ThrottleOptions) -> LimitBackend:
-    """The backend ``options`` describe: the one given, in Redis, or in memory.
-
-    The Redis extra is loaded only for ``redis_url``.
-
-    Raises:
-        ConfigurationError: ``redis_url`` is not a Redis URL, or the extra is missing.
-    """
-    if options.redis_url is None:
-        return options.make_backend()
-    try:
-        from throttle.redis_backend import RedisBackend  # noqa: PLC0415 - the extra, on demand
-    except ImportError as missing:
-        raise ConfigurationError(
-            f"redis_url needs the redis extra: pip install 'throttle-llm[redis]' ({missing})"
-        ) from None
-    return RedisBackend.from_url(
-        options.redis_url,
-        options.limits_for,
-        options.admission,
-        failure_policy=options.redis_failure_policy,
-    )
-
-
 def _model_of(body: object) -> str | None:
     model = body.get("model") if isinstance(body, Mapping) else None
     return model if isinstance(model, str) and model else None
-
-
-def _api_key_for(base_url: str | None, api_key: str | None) -> str | None:
-    """The key to send: the one given, else the environment's (for a ``base_url`` only).
-
-    Raises:
-        ConfigurationError: a ``base_url`` and no key, given or in the environment.
-    """
-    if api_key is not None or base_url is None:
-        return api_key
-    azure = ".openai.azure.com" in base_url or azure_deployment(base_url) is not None
-    variable = "AZURE_OPENAI_API_KEY" if azure else "OPENAI_API_KEY"
-    found = os.environ.get(variable)
-    if found is None:
-        raise ConfigurationError(
-            f"no API key for {base_url}: pass api_key=... or set {variable} "
-            '(api_key="" sends none, for a local server that needs none)'
-        )
-    return found

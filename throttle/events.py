@@ -95,6 +95,9 @@ class RequestFinished:
         error_type: the class name of the error that ended it, ``None`` on success.
         elapsed_seconds: time from submission to the end.
         outcome: how it ended, in the bounded words of :class:`RequestOutcome`.
+        client_request_id: the ``X-Client-Request-Id`` every attempt sent, to find the
+            request in the provider's logs; ``None`` for :meth:`throttle.Throttle.run`.
+            One value per request: log it, never use it as a metric label.
     """
 
     key: BucketKey
@@ -102,6 +105,7 @@ class RequestFinished:
     error_type: str | None
     elapsed_seconds: float
     outcome: RequestOutcome = RequestOutcome.SUCCESS
+    client_request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,9 @@ class JobLine:
         custom_id: a Batch API line's ``custom_id`` (copied to its result); else ``None``.
         url: a Batch API line's endpoint path (``/v1/embeddings``), to join to the job's base
             URL; ``None`` for a bare body, which goes to the job's URL itself.
+        client_request_id: the ``X-Client-Request-Id`` that every attempt of the line sends
+            (the line's own, or one the runner gave it; written to its result); ``None``
+            lets the executor's client pick one.
     """
 
     index: int
@@ -37,6 +40,7 @@ class JobLine:
     metadata: Any = None
     custom_id: str | None = None
     url: str | None = None
+    client_request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,10 @@ A line is a bare request body (the cookbook's format) or a Batch API request
 (``{"custom_id", "method", "url", "body"}``): an object with any of those four keys at its top
 level is taken as a Batch API request and must then have all four (no request body has such a
 top-level key). The file's first JSON object says which format the file is in.
+
+Either format may carry, at its top level, ``metadata`` (copied to the result) and
+``client_request_id`` (sent as the request's ``X-Client-Request-Id``); neither is sent in the
+body.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from throttle.errors import ConfigurationError
+from throttle.errors import ConfigurationError, InvalidRequestError
+from throttle.request_identity import check_client_request_id
 
 RAW_LINE_LIMIT = 1000  # characters of an unreadable line kept in its error result
 BATCH_KEYS = ("custom_id", "method", "url", "body")  # a Batch API line's fields, all required
+LINE_KEYS = ("metadata", "client_request_id")  # beside a request, never sent in its body
 JSON_WHITESPACE = b" \t\r\n"  # a line of only these is blank: skipped, no index
 # read_lines keeps each undecodable byte as one of these (surrogateescape); UTF-8 text never
 # holds a surrogate, so finding one means the line was not UTF-8
@@ -42,12 +48,15 @@ class RequestLine:
         metadata: the line's top-level ``metadata`` (never sent; copied to its result).
         custom_id: a Batch API line's ``custom_id``; ``None`` for a bare body.
         url: a Batch API line's endpoint path (``/v1/embeddings``); ``None`` for a bare body.
+        client_request_id: the line's own ``client_request_id`` (checked; sent as its
+            ``X-Client-Request-Id``), or ``None``.
     """
 
     body: dict[str, Any]
     metadata: Any = None
     custom_id: str | None = None
     url: str | None = None
+    client_request_id: str | None = None
 
 
 class InvalidLineError(ValueError):
@@ -57,8 +66,9 @@ class InvalidLineError(ValueError):
         kind: the ``code`` of the error result: ``"invalid_utf8"``, ``"invalid_json"``,
             ``"not_an_object"``,
             ``"invalid_batch_line"`` (a Batch API line missing a field or with one of the
-            wrong type), ``"method_not_allowed"`` (not ``POST``), ``"duplicate_custom_id"``
-            or ``"mixed_line_formats"``.
+            wrong type), ``"method_not_allowed"`` (not ``POST``),
+            ``"invalid_client_request_id"`` (not printable ASCII of 1 to 512 characters),
+            ``"duplicate_custom_id"`` or ``"mixed_line_formats"``.
         custom_id: the line's ``custom_id`` when it has a readable one.
     """
 
@@ -135,13 +145,13 @@ def first_object(path: Path) -> tuple[int, dict[str, Any]] | None:
 def parse_line(text: str) -> RequestLine:
     """Parse an input line: a bare request body, or a Batch API request.
 
-    A bare body's top-level ``metadata`` is split off (never sent); so is a Batch API
-    line's, beside its four fields.
+    A bare body's top-level ``metadata`` and ``client_request_id`` are split off (never
+    sent in the body); so are a Batch API line's, beside its four fields.
 
     Raises:
-        InvalidLineError: the line is not UTF-8, not valid JSON, not a JSON object, or a
-            Batch API line that is incomplete, has a field of the wrong type or a method
-            other than POST.
+        InvalidLineError: the line is not UTF-8, not valid JSON, not a JSON object, has a
+            ``client_request_id`` that cannot be sent, or is a Batch API line that is
+            incomplete, has a field of the wrong type or a method other than POST.
     """
     undecodable = _UNDECODABLE.search(text)
     if undecodable:
@@ -161,7 +171,22 @@ def parse_line(text: str) -> RequestLine:
     if is_batch_line(value):
         return _batch_line(value)
     metadata = value.pop("metadata", None)
-    return RequestLine(value, metadata)
+    return RequestLine(value, metadata, client_request_id=_client_request_id(value, None))
+
+
+def _client_request_id(line: dict[str, Any], custom_id: str | None) -> str | None:
+    """Pop and check a line's own ``client_request_id``.
+
+    Raises:
+        InvalidLineError: it cannot be sent as an ``X-Client-Request-Id``.
+    """
+    if "client_request_id" not in line:
+        return None
+    try:
+        return check_client_request_id(line.pop("client_request_id"))
+    except InvalidRequestError as bad:
+        message = f"client_request_id: {bad}"
+        raise InvalidLineError("invalid_client_request_id", message, custom_id) from None
 
 
 def _batch_line(line: dict[str, Any]) -> RequestLine:
@@ -178,12 +203,12 @@ def _batch_line(line: dict[str, Any]) -> RequestLine:
             "invalid_batch_line",
             f"a Batch API line (it has {present}) needs {', '.join(missing)} too",
         )
-    unknown = sorted(set(line) - {*BATCH_KEYS, "metadata"})
+    unknown = sorted(set(line) - {*BATCH_KEYS, *LINE_KEYS})
     if unknown:
         raise invalid(
             "invalid_batch_line",
-            f"a Batch API line has only custom_id, method, url, body and metadata, not "
-            f"{', '.join(unknown)} (request fields go inside body)",
+            f"a Batch API line has only custom_id, method, url, body, metadata and "
+            f"client_request_id, not {', '.join(unknown)} (request fields go inside body)",
         )
     if readable_id is None:
         raise invalid(
@@ -208,4 +233,5 @@ def _batch_line(line: dict[str, Any]) -> RequestLine:
         raise invalid(
             "invalid_batch_line", f"body must be a JSON object, not {type(body).__name__}"
         )
-    return RequestLine(body, line.get("metadata"), readable_id, url)
+    client_request_id = _client_request_id(line, readable_id)
+    return RequestLine(body, line.get("metadata"), readable_id, url, client_request_id)

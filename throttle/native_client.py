@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from throttle.answer import Answer, read_answer
-from throttle.errors import transport_failures
+from throttle.errors import ClosedError, ThrottleError, transport_failures
 from throttle.keys import azure_deployment
 from throttle.options import ThrottleOptions
 
@@ -36,31 +36,55 @@ class NativeClient:
         self._base_url = base_url
         self._api_key = api_key
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         state = "open" if self._session is not None and not self._session.closed else "idle"
-        return f"NativeClient({self._base_url!r}, {state})"
+        return f"NativeClient({self._base_url!r}, {'closed' if self._closed else state})"
 
     async def post(
-        self, url: str, body: Mapping[str, Any], params: Mapping[str, str] | None
+        self,
+        url: str,
+        body: Mapping[str, Any],
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None = None,
     ) -> Answer[Any]:
         """Send one JSON request and read its answer.
 
+        Args:
+            url: where to send it.
+            body: the JSON body.
+            params: query parameters.
+            headers: this request's headers, over the session's.
+
         Raises:
+            ClosedError: the client was closed before or while the request was sent.
             TransportError: no answer arrived, or a success that is not a JSON object.
         """
-        with transport_failures(AIOHTTP_FAILURES, f"POST {url}"):
-            async with self._http().post(url, json=body, params=params) as response:
-                raw = await response.read()
+        session = self._http()
+        try:
+            with transport_failures(AIOHTTP_FAILURES, f"POST {url}"):
+                async with session.post(url, json=body, params=params, headers=headers) as response:
+                    raw = await response.read()
+        except ThrottleError as cut:
+            if self._closed:  # close() cut its connection: not a failure to retry
+                raise ClosedError(
+                    "the Throttle was closed while this request was in flight; the server "
+                    "may have received it"
+                ) from cut
+            raise
         return read_answer(response.status, response.headers, raw, require_json=True)
 
     async def close(self) -> None:
-        """Close the session (a later request opens a new one)."""
+        """Close the session; requests in flight fail, later ones raise :class:`ClosedError`."""
+        self._closed = True
         if self._session is not None:
-            await self._session.close()
-            self._session = None
+            session, self._session = self._session, None
+            await session.close()
 
     def _http(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClosedError("this Throttle is closed; no request is sent")
         if self._session is None or self._session.closed:
             options = self._options
             self._session = aiohttp.ClientSession(

@@ -23,6 +23,7 @@ from throttle.errors import (
 from throttle.events import EventListener
 from throttle.executor import JobLine, LineResult
 from throttle.keys import BucketKey, azure_deployment
+from throttle.request_identity import CLIENT_REQUEST_ID
 from throttle.setup_check import setup_problem
 
 FATAL_STATUSES = frozenset({401, 403})  # the key or URL is wrong: every other line would fail
@@ -89,7 +90,8 @@ class OnlineExecutor:
     async def execute(self, line: JobLine) -> LineResult | None:
         """See :meth:`throttle.executor.Executor.execute`.
 
-        Out of quota, a line is recorded at once instead of being estimated and queued.
+        Out of quota, a line is recorded at once instead of being estimated and queued. Every
+        attempt sends the line's ``client_request_id`` as its ``X-Client-Request-Id``.
         """
         refused = self._throttle.quota_error()
         if refused is not None:
@@ -98,8 +100,12 @@ class OnlineExecutor:
         if line.url is not None:
             path, query = join_line_url(self._throttle.base_url or "", line.url)
             params = {**params, **query}
+        cid = line.client_request_id
+        headers = {CLIENT_REQUEST_ID: cid} if cid is not None else None
         try:
-            response = await self._throttle.post(path, line.body, params=params or None)
+            response = await self._throttle.post(
+                path, line.body, params=params or None, headers=headers
+            )
         except ClosedError:
             return None  # stopped before it was sent: it runs on the next invocation
         except BackendUnavailableError as error:

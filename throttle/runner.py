@@ -1,16 +1,17 @@
 """``throttle run``: a JSONL file of requests in, one result line per request out, exactly once.
 
 The flow: resume (what the results file already holds) -> stream the input -> for each
-pending line, parse it, hand it to the executor (``executor``; online by default), append its
-result -> at the end (or on a signal, a quota error, a rejected key) stop cleanly. See
-``jobfile`` for how results survive crashes. The runner uses only throttle's public API.
+pending line, parse it, give it its ``X-Client-Request-Id``, hand it to the executor
+(``executor``; online by default), append its result -> at the end (or on a signal, a quota
+error, a rejected key) stop cleanly (``job_stop``). See ``jobfile`` for how results survive
+crashes. The runner uses only throttle's public API.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,9 +30,11 @@ from throttle.job_input import (
     parse_line,
     read_lines,
 )
+from throttle.job_stop import STOP_GRACE_SECONDS, LineTasks, signals_call
 from throttle.jobfile import IndexSet, ResultsFile
 from throttle.keys import BucketKey
 from throttle.progress import JobTally, Progress
+from throttle.request_identity import new_client_request_id
 from throttle.run_options import RunOptions, online_executor
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,8 @@ class JobRunner:
         live_progress: draw a live bar (a terminal); otherwise log a line now and then.
         show_progress: show progress at all.
         on_event: another listener for the executor's events (metrics).
+        stop_grace: seconds the lines in flight get to finish after a signal or a fatal
+            error, before they are cancelled (see :mod:`throttle.job_stop`).
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class JobRunner:
         live_progress: bool = False,
         show_progress: bool = True,
         on_event: EventListener | None = None,
+        stop_grace: float = STOP_GRACE_SECONDS,
     ) -> None:
         self.options = options
         self._executor = executor if executor is not None else online_executor(options)
@@ -84,15 +90,21 @@ class JobRunner:
             self._executor.subscribe(on_event)
         self.fatal: str | None = None
         self._unwritable = False  # a results write failed: nothing more is written or sent
-        self.interrupted = False
-        self._stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing: asyncio.Task[None] | None = None
+        self._lines = LineTasks(self._executor.stop, grace=stop_grace)
+        # Lines without an id of their own send "<this run>-<index>": unique to this run, and
+        # naming the line, so the provider's logs lead back to it even without a result.
+        self._run_id = new_client_request_id()[:16]
+        self._finished = asyncio.Event()  # tells the housekeeping task to end
         self._batch_file: tuple[int, bool] = (0, False)  # (first object's index, Batch format?)
         self._custom_ids: dict[str, int] = {}  # each Batch line's custom_id -> its index
 
     def __repr__(self) -> str:
         return f"JobRunner({self.options.input} -> {self.options.output}, {self.tally!r})"
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a signal stopped the job."""
+        return self._lines.interrupted
 
     def load(self) -> Mapping[BucketKey, KeyLoad]:
         """Per busy key, the requests waiting to be sent and those sent, unanswered."""
@@ -131,40 +143,36 @@ class JobRunner:
             await self._executor.aclose()
             raise
         housekeeping = asyncio.create_task(self._housekeeping(results))
-        self._install_signal_handlers()
-        try:
-            await self._feed(results, resumed.done)
-        finally:
-            self._remove_signal_handlers()
-            housekeeping.cancel()
-            await self._executor.aclose()
+        with signals_call(self._lines.interrupt):
             try:
-                results.close()
-            except OSError as error:
-                self._abort(f"cannot sync results to {self.options.output} ({error})")
+                await self._feed(results, resumed.done)
+            finally:
+                # Every task ends before the file closes: nothing writes to it afterwards.
+                await self._lines.close()
+                self._finished.set()
+                await housekeeping
+                await self._executor.aclose()
+                try:
+                    results.close()
+                except OSError as error:  # nothing is left to stop: only say why it failed
+                    self.fatal = (
+                        self.fatal or f"cannot sync results to {self.options.output} ({error})"
+                    )
         return self._exit_status(resumed.failed)
 
     async def _feed(self, results: ResultsFile, done: IndexSet) -> None:
         slots = asyncio.Semaphore(self._executor.capacity)
-
-        def finished(task: asyncio.Task[None]) -> None:
-            self._tasks.discard(task)
-            slots.release()
-
         for line in read_lines(self.options.input):
-            if self._stopping.is_set():
+            if self._lines.stopped:
                 break
             if line.index in done:
                 continue
             await slots.acquire()
-            if self._stopping.is_set():
+            if self._lines.stopped:
                 slots.release()
                 break
-            task = asyncio.create_task(self._one(results, line))
-            self._tasks.add(task)
-            task.add_done_callback(finished)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._lines.start(self._one(results, line), slots.release)
+        await self._lines.wait()
 
     async def _one(self, results: ResultsFile, line: InputLine) -> None:
         """Process one line; write its result, or nothing when it must run again later."""
@@ -174,6 +182,7 @@ class JobRunner:
             record = {
                 "index": line.index,
                 **self._custom_id(error.custom_id),
+                "client_request_id": None,  # never sent
                 "metadata": None,
                 "request": None,
                 "line": line.text[:RAW_LINE_LIMIT],
@@ -181,12 +190,19 @@ class JobRunner:
             }
             self._write(results, record, "InvalidLineError")
             return
+        client_request_id = request.client_request_id or f"{self._run_id}-{line.index}"
         job_line = JobLine(
-            line.index, request.body, request.metadata, request.custom_id, request.url
+            line.index,
+            request.body,
+            request.metadata,
+            request.custom_id,
+            request.url,
+            client_request_id,
         )
         record = {
             "index": line.index,
             **self._custom_id(request.custom_id),
+            "client_request_id": client_request_id,
             "metadata": request.metadata,
             "request": request.body,
         }
@@ -275,12 +291,19 @@ class JobRunner:
         """Stop the job for a reason no line can get past; the first reason is the one shown."""
         if self.fatal is None:
             self.fatal = why
-            self._stop_sending()
+            self._lines.stop()
 
     async def _housekeeping(self, results: ResultsFile) -> None:
-        """Sync results to disk and refresh the progress display, about once a second."""
+        """Sync results to disk and refresh the progress display, about once a second.
+
+        Ends when told (never cancelled mid-sync: the file must not close under the thread).
+        """
         while True:
-            await asyncio.sleep(SYNC_EVERY_SECONDS if not self._live else 0.25)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SYNC_EVERY_SECONDS if not self._live else 0.25):
+                    await self._finished.wait()
+            if self._finished.is_set():
+                return
             try:
                 await asyncio.to_thread(results.sync)
             except OSError as error:
@@ -288,31 +311,6 @@ class JobRunner:
                 self._abort(f"cannot sync results to {self.options.output} ({error})")
             if self._show_progress:
                 self.progress.show(every=0.25 if self._live else 10.0)
-
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._on_signal)
-
-    def _remove_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-
-    def _on_signal(self) -> None:
-        """First signal: send nothing more, let answers in flight arrive. Second: abandon them."""
-        if not self.interrupted:
-            self.interrupted = True
-            self._stop_sending()
-            return
-        for task in list(self._tasks):
-            task.cancel()
-
-    def _stop_sending(self) -> None:
-        """Read no more lines and leave queued ones unsent; answers in flight still land."""
-        self._stopping.set()
-        if self._closing is None:
-            self._closing = asyncio.get_running_loop().create_task(self._executor.stop())
 
     def _exit_status(self, failed_before: int) -> int:
         if self.fatal is not None:

@@ -22,6 +22,7 @@ from throttle.adapters.exchange import Metering, Received, exchange, meter
 from throttle.client import Throttle
 from throttle.errors import TransportError, transport_failures
 from throttle.native_client import AIOHTTP_FAILURES
+from throttle.request_identity import identify
 from throttle.streams import StreamWatcher
 
 
@@ -130,7 +131,9 @@ def throttle_middleware(throttle: Throttle, *, priority: int = 0) -> Any:
         priority: smaller goes first, for every request through this middleware.
 
     Returns:
-        The middleware, for ``ClientSession(middlewares=...)`` or per request.
+        The middleware, for ``ClientSession(middlewares=...)`` or per request. A metered
+        request without an ``X-Client-Request-Id`` gets one, the same on every attempt; one
+        that is not printable ASCII of 1 to 512 characters raises ``InvalidRequestError``.
     """
 
     async def attempt(
@@ -178,6 +181,7 @@ def throttle_middleware(throttle: Throttle, *, priority: int = 0) -> Any:
             lambda: attempt(request, handler, metering),
             what=f"{request.method} {request.url}",
             priority=priority,
+            client_request_id=identify(request.headers),
         )
         return answer.response
 

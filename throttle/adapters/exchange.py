@@ -3,7 +3,10 @@
 Library-agnostic: the adapters hand in method, URL, headers and body bytes, and a function
 that sends the request once and returns what the library received; the answer is read by
 :func:`throttle.answer.read_answer`, like the native client's, and this module decides the
-rest.
+rest. Each adapter gives a metered request its ``X-Client-Request-Id``
+(:func:`throttle.request_identity.identify`) on the library's own request object, before the
+first attempt, so that every attempt sends it; requests passed through unmetered are left as
+they are.
 """
 
 from __future__ import annotations
@@ -140,6 +143,7 @@ async def exchange(
     *,
     what: str,
     priority: int = 0,
+    client_request_id: str | None = None,
 ) -> Received[R]:
     """Send a request through the scheduler and return the server's final answer.
 
@@ -155,6 +159,9 @@ async def exchange(
             arrived. Cancelled when the attempt's time is up.
         what: names the request in errors (``"POST https://..."``).
         priority: smaller goes first.
+        client_request_id: the ``X-Client-Request-Id`` every attempt sends (from
+            :func:`throttle.request_identity.identify`), recorded in events and in the
+            errors raised.
 
     Returns:
         The final answer: a success, or the server's error answer once throttle stopped
@@ -171,7 +178,9 @@ async def exchange(
         final[:] = [(received, answer)]
         return answer
 
-    request = ScheduledRequest(metering.key, metering.estimate, send, priority)
+    request = ScheduledRequest(
+        metering.key, metering.estimate, send, priority, client_request_id=client_request_id
+    )
     try:
         return await throttle.submit(request)
     except ThrottleError as error:

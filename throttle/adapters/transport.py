@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from throttle.adapters.exchange import Metering, Received, exchange, meter, watch_chunks
 from throttle.client import Throttle
 from throttle.errors import TransportError, transport_failures
+from throttle.request_identity import identify
 from throttle.streams import StreamWatcher
 
 # Dropped from answers handed on: the body is handed on decoded, with its own length.
@@ -75,7 +76,12 @@ class TransportCore:
     async def handle_async_request(self, request: Any) -> Any:
         """Send ``request`` through the scheduler and return the server's final answer.
 
+        A metered request without an ``X-Client-Request-Id`` gets one, on ``request``
+        itself, so every attempt sends the same one.
+
         Raises:
+            InvalidRequestError: the body cannot be estimated, or the request's own
+                ``X-Client-Request-Id`` is not printable ASCII of 1 to 512 characters.
             ThrottleError: throttle refused or gave up without an answer to show.
         """
         body = await request.aread()
@@ -88,6 +94,7 @@ class TransportCore:
             lambda: self._attempt(request, metering),
             what=self._what(request),
             priority=self._priority,
+            client_request_id=identify(request.headers),
         )
         return self._respond(request, answer, metering)
 

@@ -16,7 +16,6 @@ that independent tasks ask for, and each of them needs its own reply.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -112,9 +111,8 @@ class Batches:
         senders = list(self._senders.values())
         for sender in senders:
             sender.cancel()
-        for sender in senders:
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+        # gather, not suppress(CancelledError): a cancellation of close() itself goes on.
+        await asyncio.gather(*senders, return_exceptions=True)
         for queued in self._queued.values():
             _fail(queued, error)
         self._queued.clear()

@@ -66,8 +66,8 @@ class Notifications:
         """Stop listening."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # gather, not suppress(CancelledError): a cancellation of close() itself goes on.
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     async def _listen(self) -> None:

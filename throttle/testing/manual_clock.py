@@ -45,9 +45,12 @@ class ManualClock:
         waiter = asyncio.ensure_future(event.wait())
         timer = None if math.isinf(seconds) else asyncio.ensure_future(self.sleep(seconds))
         pending = {waiter} if timer is None else {waiter, timer}
-        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending - done:
-            task.cancel()
+        try:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when this wait is cancelled: leave no helper task behind
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         return waiter in done
 
     @asynccontextmanager
