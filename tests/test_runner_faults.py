@@ -96,3 +96,26 @@ async def test_a_line_nothing_expected_still_gets_its_result(tmp_path: Path) -> 
     assert "error" in records[0]
     assert "error" in records[1]
     assert all("response" in records[i] for i in range(2, 6))
+
+
+async def test_run_timeout_abandons_a_hung_attempt_and_retries_it(tmp_path: Path) -> None:
+    """--timeout 0.5: an answer held 5 s is abandoned after 0.5 s and the retry succeeds."""
+    requests, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    requests.write_text(json.dumps(chat(0)) + "\n")
+    async with SimulatedAPI(ROOMY) as sim:
+        sim.inject("spike", 1)  # the first attempt's answer comes 5 s late
+        command = [sys.executable, "-m", "throttle", "run", str(requests), "-o", str(output)]
+        command += ["--url", f"{sim.base_url}/chat/completions", "--no-progress"]
+        command += ["--timeout", "0.5"]
+        env = {**os.environ, "OPENAI_API_KEY": "sk-hung"}
+        started = asyncio.get_running_loop().time()
+        done = await asyncio.to_thread(
+            subprocess.run, command, env=env, capture_output=True, text=True, timeout=60
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+        await asyncio.sleep(0.1)  # the server notices the abandoned answer's client left
+        abandoned = sim.stats.abandoned
+    assert done.returncode == EXIT_OK, done.stderr
+    assert "error" not in json.loads(output.read_text())
+    assert abandoned == 1
+    assert elapsed < 4.5  # not the 5 s the hung answer took

@@ -29,6 +29,7 @@ class RunOptions:
         retry_failed: also re-run lines whose result is an error.
         redis_url: share limits with the other workers on this Redis (never shown).
         redis_failure_policy: ``"fail_closed"`` or ``"fail_open"`` while Redis is away.
+        timeout: seconds one attempt may take before it is abandoned (and retried).
     """
 
     input: Path
@@ -41,6 +42,7 @@ class RunOptions:
     retry_failed: bool = False
     redis_url: str | None = field(default=None, repr=False)
     redis_failure_policy: str = "fail_closed"
+    timeout: float = 600.0
 
 
 def online_executor(options: RunOptions) -> OnlineExecutor:
@@ -57,5 +59,6 @@ def online_executor(options: RunOptions) -> OnlineExecutor:
         max_in_flight=options.max_concurrency,
         redis_url=options.redis_url,
         redis_failure_policy=options.redis_failure_policy,
+        timeout=options.timeout,
     )
     return OnlineExecutor(throttle, params=dict(parse_qsl(parts.query)))
