@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from throttle.errors import InvalidRequestError
 from throttle.tokenizer import TextCounter
@@ -68,31 +68,46 @@ def count_prompt_tokens(kind: str, body: Mapping[str, object], count: TextCounte
             :data:`MAX_NESTING` levels deep or cannot be written as JSON; the message names
             the field.
     """
-    _check_nesting(body, "", 0, set())
+    _check_nesting(body, (), set())
     return _PROMPT_COUNTERS[kind](body, count)
 
 
-def _check_nesting(value: object, where: str, depth: int, enclosing: set[int]) -> None:
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
+def _check_nesting(
+    value: object, path: tuple[tuple[object, bool], ...], enclosing: set[int]
+) -> None:
     """Refuse a value that contains itself or nests deeper than :data:`MAX_NESTING`.
 
     ``enclosing`` holds the ids of the containers around ``value``; a value met again inside
-    itself is a cycle, while the same list used twice side by side is not.
+    itself is a cycle, while the same list used twice side by side is not. ``path`` holds the
+    (key, is a list index) steps to ``value``, spelled out only for an error message.
     """
-    if isinstance(value, Mapping):
-        children = [(f"{where}.{key}" if where else str(key), v) for key, v in value.items()]
-    elif isinstance(value, list | tuple):
-        children = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    children: Iterable[tuple[object, object]]
+    if isinstance(value, list | tuple):
+        children, in_list = enumerate(value), True
+    elif isinstance(value, dict) or (type(value) not in _LEAVES and isinstance(value, Mapping)):
+        children, in_list = value.items(), False  # dict first: the ABC check is slow
     else:
         return
     if id(value) in enclosing:
-        raise InvalidRequestError(f"{where} is circular: it contains itself")
-    if depth >= MAX_NESTING:
-        raise InvalidRequestError(f"{where} is nested more than {MAX_NESTING} levels deep")
+        raise InvalidRequestError(f"{_where(path)} is circular: it contains itself")
+    if len(path) >= MAX_NESTING:
+        raise InvalidRequestError(f"{_where(path)} is nested more than {MAX_NESTING} levels deep")
     enclosing.add(id(value))
-    for child_where, child in children:
-        if isinstance(child, Mapping | list | tuple):
-            _check_nesting(child, child_where, depth + 1, enclosing)
+    for key, child in children:
+        if type(child) not in _LEAVES:  # most children are strings and numbers: skip at once
+            _check_nesting(child, (*path, (key, in_list)), enclosing)
     enclosing.discard(id(value))
+
+
+def _where(path: tuple[tuple[object, bool], ...]) -> str:
+    """Spell a path the way error messages name fields: ``messages[0].content``."""
+    where = ""
+    for key, is_index in path:
+        where = f"{where}[{key}]" if is_index else (f"{where}.{key}" if where else str(key))
+    return where
 
 
 def _json_tokens(value: object, count: Counter, where: str) -> int:
