@@ -136,16 +136,13 @@ class Admission:
                 self._pump(key, queue, known_wait), name=f"throttle-pump-{key}"
             )
         try:
-            return await asyncio.shield(waiter.future)
+            # Not shielded: a caller who leaves cancels its future, which the pump then skips.
+            return await waiter.future
         except asyncio.CancelledError:
-            if waiter.future.done() and not waiter.future.cancelled():
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
                 # Admitted just as the caller gave up: hand the charge back unanswered.
-                if waiter.future.exception() is None:
-                    await self.release(
-                        key, waiter.future.result(), None, answered=False, succeeded=False
-                    )
-            else:
-                waiter.future.cancel()
+                await self.release(key, future.result(), None, answered=False, succeeded=False)
             raise
 
     async def _admit_now(self, key: BucketKey, cost: Cost) -> Ticket | float:

@@ -9,6 +9,7 @@ the openai SDK or httpx adapters never load aiohttp.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     from throttle.native_client import NativeClient
 
 T = TypeVar("T")
+
+
+_MAX_CACHED_URLS = 1024  # paths are few; a caller building one per request stays bounded
 
 
 class Throttle:
@@ -90,6 +94,7 @@ class Throttle:
             max_in_flight=self.options.max_in_flight,
         )
         self._native: NativeClient | None = None
+        self._urls: dict[str, str] = {}  # post()'s path -> URL
         max_queued = self.options.max_queued
         self._room = None if max_queued is None else asyncio.Semaphore(max_queued)
 
@@ -181,19 +186,15 @@ class Throttle:
             ThrottleError: the subclass naming what ended the request, carrying the request's
                 ``client_request_id``.
         """
-        try:
-            if self._room is None:
-                return await self._scheduler.submit(request)
-            if not wait_for_room and self._room.locked():
-                raise QueueFullError(
-                    f"{self.options.max_queued} requests are already queued or in flight "
-                    "(max_queued); wait for room, or raise max_queued"
-                )
-            async with self._room:
-                return await self._scheduler.submit(request)
-        except ThrottleError as error:
-            error.client_request_id = request.client_request_id or error.client_request_id
-            raise
+        if self._room is None:
+            return await self._scheduler.submit(request)
+        if not wait_for_room and self._room.locked():
+            raise QueueFullError(
+                f"{self.options.max_queued} requests are already queued or in flight "
+                "(max_queued); wait for room, or raise max_queued"
+            )
+        async with self._room:
+            return await self._scheduler.submit(request)
 
     def record_usage(self, key: BucketKey, usage: object, estimated: int | None = None) -> None:
         """Report the ``usage`` object a stream carried at its end (and its prompt estimate)."""
@@ -239,7 +240,11 @@ class Throttle:
         """
         if self.base_url is None:
             raise ConfigurationError("post() needs a base_url; this Throttle has none")
-        url = f"{self.base_url}/{path.lstrip('/')}" if path else self.base_url
+        url = self._urls.get(path)
+        if url is None:  # one string per path, shared by its requests (they may wait long)
+            url = f"{self.base_url}/{path.lstrip('/')}" if path else self.base_url
+            if len(self._urls) < _MAX_CACHED_URLS:
+                self._urls[path] = url
         if isinstance(body, Mapping) and body.get("stream"):
             raise InvalidRequestError("post() returns one JSON answer; 'stream' must be false")
         sent_headers = dict(headers or {})
@@ -253,11 +258,13 @@ class Throttle:
         request: ScheduledRequest[Any] = ScheduledRequest(
             self.key_for(model),
             estimate,
-            lambda: native.post(url, body, params, sent_headers),
+            functools.partial(native.post, url, body, params, sent_headers),  # < a closure
             priority,
             deadline,
             client_request_id,
         )
+        if self._room is None:  # no bound on the queue: one coroutine frame less per request
+            return await self._scheduler.submit(request)
         return await self.submit(request, wait_for_room=wait_for_room)
 
     async def run(

@@ -98,6 +98,9 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
         headers: request or response headers (a plain dict or a library's header object).
         name: the header name, any case.
     """
+    value = headers.get(name)  # a plain dict with the usual case, or a case-insensitive one
+    if value is not None:
+        return str(value)
     wanted = name.lower()
     return next((str(v) for k, v in headers.items() if str(k).lower() == wanted), None)
 
@@ -154,7 +157,11 @@ def _reading(headers: dict[str, str], kind: str, names: tuple[str, ...]) -> Limi
 
 
 def _most_restrictive(headers: dict[str, str], kind: str) -> LimitReading | None:
-    readings = [r for names in _NAMES[kind] if (r := _reading(headers, kind, names)) is not None]
+    readings = [
+        reading
+        for names in _NAMES[kind]
+        if names[0] in headers and (reading := _reading(headers, kind, names)) is not None
+    ]
     return min(readings, key=lambda r: r.remaining, default=None)
 
 

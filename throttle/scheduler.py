@@ -12,6 +12,7 @@ another process sharing the backend reaches this one's queues and breakers.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -90,6 +91,10 @@ class _Attempts:
     last_error: ThrottleError | None = None
 
 
+_NO_DEADLINE: contextlib.nullcontext[None] = contextlib.nullcontext()
+"""Entered instead of a timeout scope by a request without deadline (most): allocates nothing."""
+
+
 def _error_of(outcome: Outcome[T]) -> ThrottleError | None:
     """Return what failed the attempt: its answer's error, or the error when none arrived."""
     return outcome.error if isinstance(outcome, Answer) else outcome
@@ -142,7 +147,8 @@ class Scheduler:
         started, seq, attempts = self._clock.now(), next(self._sequence), _Attempts()
         ended_by: BaseException | None = None
         try:
-            async with self._clock.timeout(request.deadline) as scope:
+            deadline = request.deadline
+            async with _NO_DEADLINE if deadline is None else self._clock.timeout(deadline) as scope:
                 while True:
                     ticket = await self._admit(request, seq, attempts)
                     outcome = await self._send(request, ticket)
@@ -159,7 +165,7 @@ class Scheduler:
                         return value
                     await self._pause(request.key.identity, decision.after)
         except TimeoutError as timeout:
-            if request.deadline is None or not scope.expired():
+            if request.deadline is None or scope is None or not scope.expired():
                 ended_by = timeout
                 raise
             ended_by = DeadlineExceededError(request.deadline, attempts.count, attempts.last_error)
@@ -173,6 +179,8 @@ class Scheduler:
                 raise ended_by from error
             raise
         finally:
+            if isinstance(ended_by, ThrottleError) and request.client_request_id is not None:
+                ended_by.client_request_id = request.client_request_id  # as the caller sees it
             elapsed = self._clock.now() - started
             self._events.emit(
                 RequestFinished(
