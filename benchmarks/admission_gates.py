@@ -7,7 +7,7 @@ waiter on a key that never has room (the "blocked" key).
 * throttle: ``Throttle(limits=...)`` with no HTTP at all; an admission is
   ``await client.run(yield_once, model=f"m{key}", tokens=1)`` (the public API; each model is
   its own bucket key). Limits never bind (RPM 1e9, TPM 1e12 per key) and ``max_in_flight`` is
-  raised to 10**6 so that the in-flight cap (default 256) does not bind at 1,000 tasks
+  raised to 10**6 so that the in-flight bound (default 1,024) does not bind at 1,000 tasks
   either. The blocked key is a model whose ceiling is RPM 1: its one request is spent first.
 * aiolimiter: an ``AsyncLimiter(1e9, 1)`` per key (``async with``; it has no release). The
   blocked key is an ``AsyncLimiter(1, 3600)`` whose one unit is spent first.

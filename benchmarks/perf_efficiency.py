@@ -14,7 +14,7 @@ Reported per scenario and client: elapsed / theoretical minimum (from the first 
 the last success, over the least time the limits allow for what the server charged) and the
 share of the client's requests answered 429; failures when any. Also: how long each client
 took from its start to its first request (cold start), and the most requests the server
-held at once (limit change; throttle's in-flight cap is 256 by default).
+held at once (limit change; throttle's in-flight bound: 1,024, or half the open-file limit).
 
 Targets (issue 13): throttle at most 1.06x with at most 0.5% 429s in every scenario. Exit
 status 0 only when all are met.

@@ -11,6 +11,7 @@ import pytest
 
 import throttle
 from throttle.cli import main
+from throttle.limit_settings import default_max_in_flight
 
 
 def test_demo_runs_a_job_against_the_simulator_and_succeeds() -> None:
@@ -136,7 +137,7 @@ def test_run_help_states_the_defaults_of_run_options() -> None:
     """`throttle run --help` names the actual default values of run's options."""
     entries = _option_entries(_throttle("run", "--help").stdout)
     assert "(default: 6)" in entries["--max-attempts"]
-    assert "(default: 256)" in entries["--max-concurrency"]
+    assert f"(default: {default_max_in_flight()})" in entries["--max-concurrency"]
     assert "(default: OPENAI_API_KEY)" in entries["--api-key-env"]
     assert "(default: fail_closed)" in entries["--redis-failure-policy"]
     assert "(default: REQUESTS_results.jsonl)" in entries["-o"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import resource
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +105,19 @@ def test_the_documented_defaults_are_the_real_ones() -> None:
         plain = value is None or isinstance(value, int | float | str | dict)
         expected[field.name] = repr(value) if plain else f"{type(value).__name__}()"
     assert documented_defaults() == expected
+
+
+def test_the_in_flight_bound_is_half_the_open_file_limit_when_that_is_lower() -> None:
+    """1,024 sockets by default, but never more than half the files the process may open."""
+    code = "from throttle.limit_settings import default_max_in_flight as d; print(d())"
+
+    def run_with_file_limit(limit: int) -> int:
+        def lower() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        command = [sys.executable, "-c", code]
+        done = subprocess.run(command, check=True, capture_output=True, text=True, preexec_fn=lower)
+        return int(done.stdout)
+
+    assert run_with_file_limit(200) == 100
+    assert run_with_file_limit(8192) == 1024

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from throttle import __version__
 from throttle.errors import ConfigurationError
+from throttle.limit_settings import default_max_in_flight
 from throttle.testing import ModelLimits
 
 
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-concurrency",
         type=int,
-        default=256,
+        default=default_max_in_flight(),
         help="requests processed at once, queued or in flight",
     )
     run.add_argument(

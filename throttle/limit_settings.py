@@ -7,14 +7,37 @@ arithmetic in ``limits``; they are validated when built.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 from throttle.errors import ConfigurationError
+
+if sys.platform != "win32":
+    import resource
 
 DEFAULT_WINDOW_SECONDS = 60.0
 
 
 REDIS_FAILURE_POLICIES = ("fail_closed", "fail_open")
+MOST_IN_FLIGHT = 1024
+
+
+def default_max_in_flight() -> int:
+    """The default bound on requests in flight: 1,024, or half the open-file limit if lower.
+
+    The limits themselves keep requests in flight at rate x latency (Little's law: 50
+    requests a second answered in 3 s are 150 in flight); this bound only guards the
+    process's sockets, so it must not bind before the limits do (256 did, after a limit rise
+    with slow answers: 1.08x the minimum instead of 1.04x, ``benchmarks/perf_efficiency.py``).
+    """
+    if sys.platform == "win32":  # no open-file limit to read
+        return MOST_IN_FLIGHT
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MOST_IN_FLIGHT
+    return max(16, min(MOST_IN_FLIGHT, soft // 2))
+
+
 """What a worker may do while the shared state (Redis) is unreachable."""
 
 

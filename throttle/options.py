@@ -19,7 +19,12 @@ from throttle.clock import Clock, MonotonicClock
 from throttle.errors import ConfigurationError
 from throttle.estimate import DEFAULT_OUTPUT_TOKENS
 from throttle.keys import BucketKey, GroupMap
-from throttle.limit_settings import REDIS_FAILURE_POLICIES, AdmissionPolicy, Limits
+from throttle.limit_settings import (
+    REDIS_FAILURE_POLICIES,
+    AdmissionPolicy,
+    Limits,
+    default_max_in_flight,
+)
 from throttle.retry import RetryPolicy
 
 AUTH_STYLES = ("auto", "bearer", "api-key")
@@ -47,7 +52,9 @@ class ThrottleOptions:
             (attempts fail after 30 s) and ``"fail_open"`` admits on this process's own
             buckets, with a warning.
         default_output_tokens: output tokens reserved when a body sets no ``max_*_tokens``.
-        max_in_flight: requests sent and not yet answered, at most, over all keys.
+        max_in_flight: requests sent and not yet answered, at most, over all keys; by default
+            1,024, or half the process's open-file limit if lower (the rate limits keep
+            requests in flight at rate x latency by themselves: this bound guards sockets).
         max_queued: requests held at once (waiting for room in the buckets, or sent), at
             most; beyond it ``post`` and the adapters wait for room, and ``post(...,
             wait_for_room=False)`` raises :class:`QueueFullError`. ``None``: no bound (each
@@ -71,7 +78,7 @@ class ThrottleOptions:
     redis_url: str | None = field(default=None, repr=False)
     redis_failure_policy: str = "fail_closed"
     default_output_tokens: int = DEFAULT_OUTPUT_TOKENS
-    max_in_flight: int = 256
+    max_in_flight: int = field(default_factory=default_max_in_flight)
     max_queued: int | None = None
     timeout: float = 600.0
     headers: Mapping[str, str] = field(default_factory=dict)

@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from throttle.client import Throttle
-from throttle.limit_settings import Limits
+from throttle.limit_settings import Limits, default_max_in_flight
 from throttle.online_executor import OnlineExecutor
 from throttle.retry import RetryPolicy
 
@@ -38,7 +38,7 @@ class RunOptions:
     api_key: str | None = field(repr=False)
     limits: Limits | None = None
     max_attempts: int = 6
-    max_concurrency: int = 256
+    max_concurrency: int = field(default_factory=default_max_in_flight)
     retry_failed: bool = False
     redis_url: str | None = field(default=None, repr=False)
     redis_failure_policy: str = "fail_closed"
