@@ -231,3 +231,20 @@ async def test_an_attempt_never_handed_back_frees_its_place_after_one_lease() ->
     await clock.advance(1)
     assert isinstance(await waiting, Ticket)
     await survivor.close()
+
+
+async def test_a_waiter_cancelled_while_its_pump_waits_for_a_slot_is_never_charged() -> None:
+    """One place in flight, held; the queued waiter leaves: the backend is not asked for it."""
+    admission, backend, clock = await learned_admission(rpm=6000, max_in_flight=1)
+    await clock.advance(1)
+    held = await admission.admit(KEY, Cost(0), 0, 0)
+    leaving = asyncio.create_task(admission.admit(KEY, Cost(0), 0, 1))
+    await clock.advance(0)  # queued; its pump waits for the one place
+    leaving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    asked = backend.asked
+    await admission.release(KEY, held, None, answered=True, succeeded=True)
+    await clock.advance(0)
+    assert backend.asked == asked
+    assert admission.waiting() == 0

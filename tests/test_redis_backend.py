@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 
 from tests.admit_one import admit_one
 from tests.heard import Heard
-from throttle import AdmissionPolicy, BucketKey, ErrorDetails
+from throttle import AdmissionPolicy, BucketKey, ClosedError, ErrorDetails
 from throttle.admission import Admission
 from throttle.clock import MonotonicClock
 from throttle.headers import LimitReading, RateLimitSnapshot
@@ -278,3 +278,19 @@ async def test_a_caller_who_leaves_during_a_fast_admission_hands_its_place_back(
                 break
             await asyncio.sleep(0.01)
     await admission.close()
+
+
+async def test_a_request_deciding_while_the_throttle_closes_is_refused_and_handed_back(
+    shared: MakeShared,
+) -> None:
+    """close() during a fast admission on Redis: ClosedError, its place back, no task left."""
+    backend = shared(0)
+    admission = Admission(backend, MonotonicClock(), max_in_flight=10)
+    deciding = asyncio.create_task(admission.admit(KEY, Cost(0), 0, 0))  # the key's one probe
+    await asyncio.sleep(0)  # its call to Redis is on its way
+    await admission.close()
+    with pytest.raises(ClosedError):
+        await deciding
+    admission_tasks = ("throttle-pump", "throttle-leases")  # the backend's own close later
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith(admission_tasks)] == []
+    assert isinstance(await admit_one(backend, KEY, Cost(0)), Ticket)  # the probe came back

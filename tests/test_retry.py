@@ -144,3 +144,10 @@ def test_invalid_policy_is_refused(arguments: dict[str, float]) -> None:
     """Nonsense settings raise ConfigurationError when the policy is built."""
     with pytest.raises(ConfigurationError):
         RetryPolicy(**arguments)  # type: ignore[arg-type]
+
+
+def test_without_a_server_delay_the_key_pauses_even_past_max_server_wait() -> None:
+    """Our own backoff (8 s) is never "too long": only a server's delay fails a request."""
+    policy = RetryPolicy(max_server_wait=2.0)
+    assert policy.rate_limit_pause(RateLimitError(DETAILS_429), 6) == 8.0
+    assert policy.rate_limit_pause(RateLimitError(DETAILS_429, retry_after=3.0), 1) is None

@@ -119,6 +119,10 @@ class Admission:
         known_wait = 0.0  # what the fast path just heard: the pump need not ask again at once
         if (queue is None or not _queued(queue)) and not self._slots.locked():
             admitted = await self._admit_now(key, cost)
+            if self._closed:  # closed while a shared backend decided: nothing more goes out
+                if isinstance(admitted, Ticket):
+                    await self.release(key, admitted, None, answered=False, succeeded=False)
+                raise ClosedError("the Throttle was closed while this request waited")
             if isinstance(admitted, Ticket):
                 return admitted
             known_wait = admitted
@@ -188,6 +192,7 @@ class Admission:
             )
             self._hand_backs.add(hand_back)
             hand_back.add_done_callback(self._hand_backs.discard)
+            hand_back.add_done_callback(lambda _done: self.wake(key))  # its place is free
 
     async def release(
         self,
@@ -256,8 +261,11 @@ class Admission:
         for pump in pumps:
             pump.cancel()
         # gather, not suppress(CancelledError): a cancellation of close() itself goes on.
-        await asyncio.gather(*pumps, *self._deciding, return_exceptions=True)
-        await asyncio.gather(*self._hand_backs, return_exceptions=True)
+        await asyncio.gather(*pumps, return_exceptions=True)
+        if self._deciding:  # asyncio.wait, which never cancels what it waits for
+            await asyncio.wait(list(self._deciding))
+        if self._hand_backs:
+            await asyncio.wait(list(self._hand_backs))
 
     async def _pump(self, key: BucketKey, queue: _KeyQueue, first_wait: float = 0.0) -> None:
         try:
@@ -270,8 +278,8 @@ class Admission:
                     continue
                 queue.wakeup.clear()
                 await self._slots.acquire()
-                if not queue.heap:  # failed or cancelled while this pump waited for a slot
-                    self._slots.release()
+                if not queue.heap or queue.heap[0].future.done():
+                    self._slots.release()  # failed or cancelled while this pump waited: look again
                     continue
                 queue.asking = await self._take_heads(queue.heap)
                 try:

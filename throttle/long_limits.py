@@ -33,8 +33,10 @@ class LongLimits:
 
     def hold(self, key: BucketKey, refusal: RateLimitError, now: float) -> None:
         """Hold ``key`` for the delay of ``refusal`` (a 429 with a delay) from ``now``."""
-        delay = refusal.retry_after or 0.0
-        self._held[key] = _Hold(now + delay, refusal)
+        until = now + (refusal.retry_after or 0.0)
+        held = self._held.get(key)
+        if held is None or until > held.until:  # a shorter delay never shortens a hold
+            self._held[key] = _Hold(until, refusal)
 
     def error(self, key: BucketKey, now: float) -> RateLimitError | None:
         """Return the error a request on ``key`` fails with now, or ``None`` if not held.

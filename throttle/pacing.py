@@ -103,16 +103,23 @@ class Pace:
         return min(1.0, self.factor + self.growth_per_second * max(0.0, now - self.cut_at))
 
     def seconds_until_admit(self, now: float) -> float:
-        """Return how long an admission must wait for its place in the spacing (0 if none)."""
+        """Return how long an admission must wait for its place in the spacing (0 if none).
+
+        Never past the moment the pace is back to full: the spacing ends there.
+        """
         if self.at(now) >= 1.0:
             return 0.0
-        return max(0.0, self.next_at - BURST_SECONDS - now)
+        growth = self.growth_per_second
+        recovered_at = self.cut_at + (1.0 - self.factor) / growth if growth > 0 else math.inf
+        return max(0.0, min(self.next_at - BURST_SECONDS, recovered_at) - now)
 
     def admitted(self, full_rate_seconds: float, now: float) -> None:
         """Count an admission that takes ``full_rate_seconds`` of the key's full rate."""
         pace = self.at(now)
         if pace < 1.0:
             self.next_at = max(self.next_at, now) + full_rate_seconds / pace
+        else:
+            self.next_at = -math.inf  # back to full: a later cut starts a fresh spacing
 
     def cut(self, rule: PaceRule, refused_seq: int, last_seq: int, now: float) -> bool:
         """Cut the pace after the server refused attempt ``refused_seq``.
@@ -127,15 +134,19 @@ class Pace:
             ``True`` when the pace was cut; ``False`` when the refused attempt was admitted
             before the last cut.
         """
-        if refused_seq <= self.cut_after_seq:
-            return False
         pace = self.at(now)
+        if refused_seq <= self.cut_after_seq:
+            if pace < 1.0:  # no second cut, but a slower ramp (slow_down) still applies
+                self.growth_per_second = min(self.growth_per_second, rule.growth_per_second)
+            return False
         growth = rule.growth_per_second
         if pace < 1.0:
             growth = min(growth, self.growth_per_second)  # a slow ramp stays slow
+            self.next_at = max(self.next_at, now)
+        else:
+            self.next_at = now  # a fresh spacing: the last one ended with the last cut's ramp
         self.factor = max(FLOOR, pace * rule.cut)
         self.growth_per_second = growth
         self.cut_at = now
         self.cut_after_seq = last_seq
-        self.next_at = max(self.next_at, now)
         return True

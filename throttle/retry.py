@@ -134,12 +134,12 @@ class RetryPolicy:
 
         The server's delay when it gave one, else the exponential backoff of the request's
         ``refusals`` so far
-        (without jitter: the pause is shared by every request on the key). A delay longer
-        than ``max_server_wait`` (a daily limit) pauses nothing: the request fails instead.
+        (without jitter: the pause is shared by every request on the key). A server's delay
+        longer than ``max_server_wait`` (a daily limit) pauses nothing: the request fails.
         """
         delay = error.retry_after
-        if delay is None:
-            delay = self._exponential(self._state(refusals))
+        if delay is None:  # our own backoff: at most max_backoff, never a reason to give up
+            return float(self._exponential(self._state(refusals)))
         return delay if delay <= self.max_server_wait else None
 
     def _wait(self, error: ThrottleError, state: RetryCallState) -> float:

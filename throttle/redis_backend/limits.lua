@@ -152,7 +152,13 @@ local function admit_one(c, cost_tokens, cost_requests)
   local pace = pace_at(c)
   local wait = 0
   if pace < 1 then  -- the admission's place in the paced spacing (Pace.seconds_until_admit)
-    wait = math.max(0, get(c, "pace_next_at", now) - get(c, "pace_burst", 1) - now)
+    local growth = get(c, "pace_growth", 0)
+    local recovered_at = math.huge
+    if growth > 0 then
+      recovered_at = get(c, "pace_cut_at", now) + (1 - get(c, "pace_factor", 1)) / growth
+    end
+    local spaced_at = get(c, "pace_next_at", now) - get(c, "pace_burst", 1)
+    wait = math.max(0, math.min(spaced_at, recovered_at) - now)
   end
   for _, item in ipairs({{c.requests, cost_requests, cost_requests},
                          {c.tokens, cost_tokens, scaled}}) do
@@ -323,15 +329,21 @@ end
 local function refused(c, arg)
   local seq, refusal = tonumber(arg(1)), arg(2)
   local blind = c.phase == "blind"
-  if (refusal == "slow_down" or blind) and seq > get(c, "pace_cut_after", -1) then
-    local pace, growth = pace_at(c), tonumber(arg(4))
-    if pace < 1 then growth = math.min(growth, get(c, "pace_growth", growth)) end
+  local pace, growth = pace_at(c), tonumber(arg(4))
+  if pace < 1 then growth = math.min(growth, get(c, "pace_growth", growth)) end
+  if (refusal == "slow_down" or blind) and seq <= get(c, "pace_cut_after", -1) then
+    if pace < 1 then set(c, "pace_growth", growth) end  -- no second cut; a slower ramp holds
+  elseif refusal == "slow_down" or blind then
+    if pace < 1 then
+      set(c, "pace_next_at", math.max(get(c, "pace_next_at", now), now))
+    else
+      set(c, "pace_next_at", now)  -- a fresh spacing: the last ended with the last ramp
+    end
     set(c, "pace_factor", math.max(tonumber(arg(6)), pace * tonumber(arg(3))))
     set(c, "pace_growth", growth)
     set(c, "pace_cut_at", now)
     set(c, "pace_cut_after", get(c, "next_seq", 0))
     set(c, "pace_burst", tonumber(arg(5)))
-    set(c, "pace_next_at", math.max(get(c, "pace_next_at", now), now))
   end
   if refusal == "tokens" and blind and seq > get(c, "raised_after_seq", -1) then
     set(c, "token_scale", math.min(4.0, get(c, "token_scale", 1) * 1.03))
