@@ -13,6 +13,7 @@ warning per encoding says how to fix it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -132,6 +133,8 @@ class EncodingCache:
 
         Never waits on a download: that runs in a background thread.
         """
+        if encoding_name in self._loaded:  # settled for good (loaded or failed): no lock
+            return self._loaded[encoding_name]
         with self._lock:
             if encoding_name in self._loaded:
                 return self._loaded[encoding_name]
@@ -220,6 +223,7 @@ def _brief(exc: BaseException) -> str:
 _unknown_models_logged: set[str] = set()
 
 
+@functools.lru_cache(maxsize=4096)  # asked once per request: a model's answer never changes
 def encoding_name_for_model(model: str) -> str:
     """Return the tiktoken encoding name for a model, ``o200k_base`` for unknown ones.
 
