@@ -10,9 +10,8 @@ admitted), and sleeps exactly as long as the backend says, or until something ch
 answer corrected the buckets, a more urgent waiter arrived). A waiter costs one small object
 and one future.
 
-An admitted attempt is held until it is handed back; while any is held, one renewal task
-extends their leases every third of a lease, so a long request (a stream, a slow reasoning
-model) is never taken for one whose worker died.
+An admitted attempt is held until it is handed back, its lease renewed meanwhile
+(``held_tickets``).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from throttle.backend import LimitBackend
 from throttle.clock import Clock
 from throttle.errors import ClosedError, ThrottleError
 from throttle.headers import RateLimitSnapshot
+from throttle.held_tickets import HeldTickets
 from throttle.keys import BucketKey
 from throttle.pacing import Refusal
 from throttle.reservation import Admissions, Cost, Ticket
@@ -75,8 +75,7 @@ class Admission:
         self._clock = clock
         self._slots = asyncio.Semaphore(max_in_flight)
         self._queues: dict[BucketKey, _KeyQueue] = {}
-        self._held: dict[BucketKey, dict[int, Ticket]] = {}  # by id(): seqs of two backends
-        self._renewer: asyncio.Task[None] | None = None
+        self._held = HeldTickets(backend, clock)
         self._deciding: set[asyncio.Future[Admissions]] = set()  # fast-path calls on their way
         self._hand_backs: set[asyncio.Future[bool]] = set()  # of callers who left (fast path)
         self._closed = False
@@ -95,8 +94,8 @@ class Admission:
         Safe from another thread (a metrics server's): it reads copies taken in one step.
         """
         loads = {key: KeyLoad(n, 0) for key, q in list(self._queues.items()) if (n := _queued(q))}
-        for key, held in list(self._held.items()):
-            loads[key] = KeyLoad(loads[key].queued if key in loads else 0, len(held))
+        for key, in_flight in self._held.counts().items():
+            loads[key] = KeyLoad(loads[key].queued if key in loads else 0, in_flight)
         return loads
 
     async def admit(self, key: BucketKey, cost: Cost, priority: int, seq: int) -> Ticket:
@@ -168,7 +167,7 @@ class Admission:
             self._slots.release()
             return admissions.wait if self._backend.answers_at_once else 0.0
         ticket = admissions.tickets[0]
-        self._hold(key, ticket)
+        self._held.hold(key, ticket)
         return ticket
 
     async def _admit_shielded(self, key: BucketKey, cost: Cost) -> Admissions:
@@ -205,11 +204,7 @@ class Admission:
     ) -> bool:
         """Hand back a ticket (see :meth:`LimitBackend.complete`) and wake the key's queue."""
         self._slots.release()
-        held = self._held.get(key)
-        if held is not None:
-            held.pop(id(ticket), None)
-            if not held:
-                del self._held[key]
+        self._held.drop(key, ticket)
         try:
             return await self._backend.complete(
                 key, ticket, snapshot, answered=answered, succeeded=succeeded
@@ -256,8 +251,9 @@ class Admission:
             lambda: ClosedError("the Throttle was closed while this request waited"),
         )
         pumps = [q.pump for q in self._queues.values() if q.pump is not None]
-        if self._renewer is not None:
-            pumps.append(self._renewer)
+        renewer = self._held.renewer()
+        if renewer is not None:
+            pumps.append(renewer)
         for pump in pumps:
             pump.cancel()
         # gather, not suppress(CancelledError): a cancellation of close() itself goes on.
@@ -327,27 +323,8 @@ class Admission:
                 await self.release(key, ticket, None, answered=False, succeeded=False)
             else:
                 waiter.future.set_result(ticket)
-                self._hold(key, ticket)
+                self._held.hold(key, ticket)
         return max(admissions.wait, math.ulp(1.0)) if asking else 0.0
-
-    def _hold(self, key: BucketKey, ticket: Ticket) -> None:
-        """Count ``ticket`` in flight until released, renewing its lease meanwhile."""
-        self._held.setdefault(key, {})[id(ticket)] = ticket
-        if self._renewer is None and math.isfinite(self._backend.lease_seconds):
-            self._renewer = asyncio.create_task(self._renew_leases(), name="throttle-leases")
-
-    async def _renew_leases(self) -> None:
-        """Every third of a lease, extend the lease of every attempt still held."""
-        try:
-            while self._held:
-                await self._clock.sleep(self._backend.lease_seconds / 3)
-                for key, held in list(self._held.items()):
-                    try:
-                        await self._backend.renew(key, list(held.values()))
-                    except Exception:
-                        logger.exception("bucket backend failed renewing leases on %s", key)
-        finally:
-            self._renewer = None
 
 
 def _queued(queue: _KeyQueue) -> int:

@@ -180,7 +180,7 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitSnapshot | 
         A snapshot, or ``None`` when no bucket could be read.
     """
     lowered = {
-        name.lower(): value for name, value in headers.items() if name.lower().startswith(_PREFIXES)
+        low: value for name, value in headers.items() if (low := name.lower()).startswith(_PREFIXES)
     }
     if not lowered:  # most answers of most servers without limits: nothing to read
         return None

@@ -269,9 +269,9 @@ class KeyLimits:
         short of the server's count (nothing else shows it): the token scale rises, once per
         scale: refusals of attempts admitted before the last raise say nothing new.
         """
-        if refusal is Refusal.SLOW_DOWN or self.phase is Phase.BLIND:
-            self.pace.cut(rule_for(refusal), ticket.seq, self._next_seq, now)
         blind = self.phase is Phase.BLIND
+        if refusal is Refusal.SLOW_DOWN or blind:
+            self.pace.cut(rule_for(refusal), ticket.seq, self._next_seq, now)
         if refusal is Refusal.TOKENS and blind and ticket.seq > self._raised_after_seq:
             self.token_scale = raised_for_token_429(self.token_scale)
             self._raised_after_seq = self._next_seq
