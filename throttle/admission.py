@@ -142,11 +142,16 @@ class Admission:
             # Not shielded: a caller who leaves cancels its future, which the pump then skips.
             return await waiter.future
         except asyncio.CancelledError:
-            future = waiter.future
-            if future.done() and not future.cancelled() and future.exception() is None:
-                # Admitted just as the caller gave up: hand the charge back unanswered.
-                await self.release(key, future.result(), None, answered=False, succeeded=False)
+            if self._was_admitted(waiter):  # just as the caller gave up: hand the charge back
+                await self.release(
+                    key, waiter.future.result(), None, answered=False, succeeded=False
+                )
             raise
+
+    @staticmethod
+    def _was_admitted(waiter: _Waiter) -> bool:
+        future = waiter.future
+        return future.done() and not future.cancelled() and future.exception() is None
 
     async def _admit_now(self, key: BucketKey, cost: Cost) -> Ticket | float:
         """Admit ``cost`` at once with one backend call (the fast path), or say how long to wait.

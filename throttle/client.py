@@ -9,7 +9,6 @@ the openai SDK or httpx adapters never load aiohttp.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
@@ -39,6 +38,7 @@ T = TypeVar("T")
 
 
 _MAX_CACHED_URLS = 1024  # paths are few; a caller building one per request stays bounded
+_MAX_CACHED_KEYS = 4096  # models times identities: few, but a caller's own stay bounded
 
 
 class Throttle:
@@ -95,6 +95,7 @@ class Throttle:
         )
         self._native: NativeClient | None = None
         self._urls: dict[str, str] = {}  # post()'s path -> URL
+        self._keys: dict[tuple[str, str], BucketKey] = {}  # (identity, model) -> its key
         max_queued = self.options.max_queued
         self._room = None if max_queued is None else asyncio.Semaphore(max_queued)
 
@@ -147,7 +148,13 @@ class Throttle:
 
     def key_for(self, model: str, identity: str | None = None) -> BucketKey:
         """Return the bucket key a model's requests draw from."""
-        return BucketKey(identity or self.identity, self.options.group_map.group_of(model))
+        wanted = (identity or self.identity, model)
+        key = self._keys.get(wanted)
+        if key is None:  # one key object per model: lookups find it by identity, no compare
+            key = BucketKey(wanted[0], self.options.group_map.group_of(model))
+            if len(self._keys) < _MAX_CACHED_KEYS:
+                self._keys[wanted] = key
+        return key
 
     def quota_error(self, identity: str | None = None) -> QuotaExhaustedError | None:
         """Return the error requests get while ``identity``'s quota breaker is open, or ``None``.
@@ -238,6 +245,35 @@ class Throttle:
             QueueFullError: the queue is full and ``wait_for_room`` is ``False``.
             ThrottleError: the subclass naming what ended the request.
         """
+        request = self._prepare_post(
+            path,
+            body,
+            model=model,
+            priority=priority,
+            deadline=deadline,
+            params=params,
+            headers=headers,
+        )
+        if self._room is None:  # no bound on the queue: one coroutine frame less per request
+            return await self._scheduler.submit(request)
+        return await self.submit(request, wait_for_room=wait_for_room)
+
+    def _prepare_post(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        model: str | None,
+        priority: int,
+        deadline: float | None,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> ScheduledRequest[Any]:
+        """Check, estimate and identify a :meth:`post` request.
+
+        Apart from :meth:`post`'s coroutine: its frame, held while the request waits, then
+        keeps only what waiting needs.
+        """
         if self.base_url is None:
             raise ConfigurationError("post() needs a base_url; this Throttle has none")
         url = self._urls.get(path)
@@ -255,17 +291,14 @@ class Throttle:
         )
         assert model is not None  # noqa: S101 - estimate_tokens raised if there was none
         native = self._native_client()
-        request: ScheduledRequest[Any] = ScheduledRequest(
+        return ScheduledRequest(
             self.key_for(model),
             estimate,
-            functools.partial(native.post, url, body, params, sent_headers),  # < a closure
+            native.prepare(url, body, params, sent_headers),
             priority,
             deadline,
             client_request_id,
         )
-        if self._room is None:  # no bound on the queue: one coroutine frame less per request
-            return await self._scheduler.submit(request)
-        return await self.submit(request, wait_for_room=wait_for_room)
 
     async def run(
         self,

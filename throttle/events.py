@@ -197,6 +197,11 @@ class EventHub:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
+    @property
+    def listened(self) -> bool:
+        """Whether anyone listens: an event nobody hears need not be built."""
+        return bool(self._listeners)
+
     def emit(self, event: Event) -> None:
         """Deliver ``event``; a listener's exception is logged, never raised."""
         for listener in tuple(self._listeners):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from throttle.errors import ConfigurationError
@@ -23,6 +23,17 @@ class BucketKey:
 
     identity: str
     group: str
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # A key is looked up in several dicts per request: hash its two strings once.
+        object.__setattr__(self, "_hash", hash((self.identity, self.group)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[BucketKey], tuple[str, str]]:
+        return BucketKey, (self.identity, self.group)  # hashed afresh where it is unpickled
 
     def __str__(self) -> str:
         return f"{self.identity}/{self.group}"

@@ -8,7 +8,7 @@ about rate limits is the scheduler's; this module sends once and hands the raw a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -20,6 +20,37 @@ from throttle.options import ThrottleOptions
 
 AIOHTTP_FAILURES: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError)
 """What aiohttp raises when no usable answer arrived (refused, reset, timed out, cut)."""
+
+
+class PreparedPost:
+    """One JSON request, ready to be sent by a :class:`NativeClient` on each attempt.
+
+    A slotted object rather than a ``functools.partial`` of :meth:`NativeClient.post`: a
+    request holds it all the while it waits, and this is a third of a partial's size.
+    """
+
+    __slots__ = ("_body", "_client", "_headers", "_params", "_url")
+
+    def __init__(
+        self,
+        client: NativeClient,
+        url: str,
+        body: Mapping[str, Any],
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        self._client = client
+        self._url = url
+        self._body = body
+        self._params = params
+        self._headers = headers
+
+    def __repr__(self) -> str:
+        return f"PreparedPost({self._url!r})"
+
+    def __call__(self) -> Coroutine[Any, Any, Answer[Any]]:
+        """Send the request once (see :meth:`NativeClient.post`)."""
+        return self._client.post(self._url, self._body, self._params, self._headers)
 
 
 class NativeClient:
@@ -41,6 +72,16 @@ class NativeClient:
     def __repr__(self) -> str:
         state = "open" if self._session is not None and not self._session.closed else "idle"
         return f"NativeClient({self._base_url!r}, {'closed' if self._closed else state})"
+
+    def prepare(
+        self,
+        url: str,
+        body: Mapping[str, Any],
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> PreparedPost:
+        """Return the request, to be sent by calling it (once per attempt)."""
+        return PreparedPost(self, url, body, params, headers)
 
     async def post(
         self,

@@ -83,8 +83,10 @@ class ScheduledRequest(Generic[T]):
 
 @dataclass(slots=True)
 class _Attempts:
-    """One request's attempts so far."""
+    """One request's attempts so far, since it was submitted (``started``) as the ``seq``-th."""
 
+    started: float
+    seq: int
     count: int = 0
     rate_limited: int = 0  # of them refused by a rate limit: not counted in the budget
     sent_at: float = 0.0
@@ -144,13 +146,23 @@ class Scheduler:
         Raises:
             ThrottleError: the subclass that names what ended the request.
         """
-        started, seq, attempts = self._clock.now(), next(self._sequence), _Attempts()
+        # Few locals: this frame is most of what a waiting request holds.
+        attempts = _Attempts(self._clock.now(), next(self._sequence))
         ended_by: BaseException | None = None
         try:
             deadline = request.deadline
             async with _NO_DEADLINE if deadline is None else self._clock.timeout(deadline) as scope:
                 while True:
-                    ticket = await self._admit(request, seq, attempts)
+                    # Admission inline, not in a method of its own: one coroutine frame less.
+                    queued_at = attempts.started if not attempts.count else self._clock.now()
+                    try:
+                        ticket = await self._admission.admit(
+                            request.key, self._cost(request), request.priority, attempts.seq
+                        )
+                    except ThrottleError as refused:
+                        self._not_admitted(request.key, refused, attempts)
+                        raise
+                    self._admitted(request, attempts, queued_at)
                     outcome = await self._send(request, ticket)
                     if isinstance(_error_of(outcome), RateLimitError):
                         attempts.rate_limited += 1
@@ -160,9 +172,7 @@ class Scheduler:
                     )
                     self._record(request, attempts, outcome, decision)
                     if isinstance(decision, Finish):
-                        value = self._finish(decision, attempts.count)
-                        self._setup.succeeded()
-                        return value
+                        return self._finish(decision, attempts.count)
                     await self._pause(request.key.identity, decision.after)
         except TimeoutError as timeout:
             if request.deadline is None or scope is None or not scope.expired():
@@ -181,42 +191,56 @@ class Scheduler:
         finally:
             if isinstance(ended_by, ThrottleError) and request.client_request_id is not None:
                 ended_by.client_request_id = request.client_request_id  # as the caller sees it
-            elapsed = self._clock.now() - started
-            self._events.emit(
-                RequestFinished(
-                    request.key,
-                    attempts.count,
-                    None if ended_by is None else type(ended_by).__name__,
-                    elapsed,
-                    outcome_of(ended_by),
-                    request.client_request_id,
-                )
-            )
+            if self._events.listened:
+                self._emit_finished(request, attempts, ended_by)
 
-    async def _admit(self, request: ScheduledRequest[T], seq: int, attempts: _Attempts) -> Ticket:
-        """Wait for room in the buckets; refuse at once if the credential is out of quota."""
-        key = request.key
-        try:
-            self._breakers.check(key.identity)
-            if self._setup.tripped:
-                raise self._setup.error()
-            held = self._long_limits.error(key, self._clock.now())
-            if held is not None:
-                raise held
-            queued_at = self._clock.now()
-            ticket = await self._admission.admit(
-                key, Cost(tokens=request.estimate.total), request.priority, seq
+    def _emit_finished(
+        self, request: ScheduledRequest[T], attempts: _Attempts, ended_by: BaseException | None
+    ) -> None:
+        self._events.emit(
+            RequestFinished(
+                request.key,
+                attempts.count,
+                None if ended_by is None else type(ended_by).__name__,
+                self._clock.now() - attempts.started,
+                outcome_of(ended_by),
+                request.client_request_id,
             )
-        except ThrottleError as refused:  # too large, out of quota, closed: not sent this time
-            refused.attempts = attempts.count
-            if isinstance(refused, QuotaExhaustedError):  # opened by another process
-                self.breaker_changed(key.identity, refused.details)
-            raise
+        )
+
+    def _cost(self, request: ScheduledRequest[T]) -> Cost:
+        """Return what an attempt draws.
+
+        Raises:
+            ThrottleError: the attempt is refused now: out of quota, a wrong set-up, or a
+                daily limit holding its key.
+        """
+        key = request.key
+        self._breakers.check(key.identity)
+        if self._setup.tripped:
+            raise self._setup.error()
+        held = self._long_limits.error(key, self._clock.now())
+        if held is not None:
+            raise held
+        return Cost(tokens=request.estimate.total)
+
+    def _not_admitted(self, key: BucketKey, refused: ThrottleError, attempts: _Attempts) -> None:
+        """Too large, out of quota, closed: the attempt is not sent; say how many were."""
+        refused.attempts = attempts.count
+        if isinstance(refused, QuotaExhaustedError):  # opened by another process
+            self.breaker_changed(key.identity, refused.details)
+
+    def _admitted(
+        self, request: ScheduledRequest[T], attempts: _Attempts, queued_at: float
+    ) -> None:
+        """Count the attempt and tell the listeners how long it waited."""
         attempts.count += 1
         attempts.sent_at = self._clock.now()
-        waited = attempts.sent_at - queued_at
-        self._events.emit(RequestAdmitted(key, attempts.count, request.estimate, waited))
-        return ticket
+        if self._events.listened:
+            waited = attempts.sent_at - queued_at
+            self._events.emit(
+                RequestAdmitted(request.key, attempts.count, request.estimate, waited)
+            )
 
     async def _send(self, request: ScheduledRequest[T], ticket: Ticket) -> Outcome[T]:
         """Send once; return the answer, or the error when no answer arrived."""
@@ -260,7 +284,8 @@ class Scheduler:
         )
         if applied and snapshot is not None:
             self._diagnostics.limits_applied(key, snapshot)
-            self._events.emit(LimitsObserved(key, snapshot))
+            if self._events.listened:
+                self._events.emit(LimitsObserved(key, snapshot))
 
     def _hold(self, key: BucketKey, error: RateLimitError) -> None:
         """Send nothing more on ``key`` until ``error``'s delay ends; fail its queue now."""
@@ -272,6 +297,21 @@ class Scheduler:
         self._diagnostics.held(key, error, failed)
 
     def _record(
+        self,
+        request: ScheduledRequest[T],
+        attempts: _Attempts,
+        outcome: Outcome[T],
+        decision: Retry | Finish[T],
+    ) -> None:
+        """Keep what failed the attempt, log a retry, and emit the events if anyone listens."""
+        attempts.last_error = _error_of(outcome) or attempts.last_error
+        if isinstance(decision, Retry):
+            key, after = request.key, decision.after
+            self._diagnostics.retrying(key, attempts.count, decision.reason, after)
+        if self._events.listened:
+            self._emit_attempt(request, attempts, outcome, decision)
+
+    def _emit_attempt(
         self,
         request: ScheduledRequest[T],
         attempts: _Attempts,
@@ -303,15 +343,12 @@ class Scheduler:
                 )
         else:
             self._events.emit(AttemptFinished(key, count, Verdict.TRANSPORT_ERROR, None, latency))
-            failure = outcome
-        attempts.last_error = failure or attempts.last_error
         if isinstance(decision, Retry):
-            self._diagnostics.retrying(key, count, decision.reason, decision.after)
             self._events.emit(RetryScheduled(key, count, decision.after, decision.reason))
 
-    @staticmethod
-    def _finish(decision: Finish[T], attempts: int) -> T:
+    def _finish(self, decision: Finish[T], attempts: int) -> T:
         if decision.error is None:
+            self._setup.succeeded()
             return cast(T, decision.value)
         decision.error.attempts = attempts
         raise decision.error
