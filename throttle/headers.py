@@ -28,6 +28,7 @@ The dialects servers speak, and what is read from each:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -127,13 +128,17 @@ def _number(headers: dict[str, str], name: str) -> float | None:
 
 def _reset(headers: dict[str, str], name: str) -> float | None:
     raw = headers.get(name)
-    if raw is None:
-        return None
+    return None if raw is None else _duration(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _duration(raw: str) -> float | None:
+    """Read a reset; cached, as a server repeats the same few (``1ms``, ``6m0s``) all day."""
     try:
         # Go writes units in lower case; "6M0S" from a proxy or a capture still means 6m0s.
         return parse_duration(raw.lower())
     except ValueError:
-        logger.debug("ignoring header %s=%r: not a duration", name, raw)
+        logger.debug("ignoring rate-limit reset %r: not a duration", raw)
         return None
 
 
@@ -157,12 +162,13 @@ def _reading(headers: dict[str, str], kind: str, names: tuple[str, ...]) -> Limi
 
 
 def _most_restrictive(headers: dict[str, str], kind: str) -> LimitReading | None:
-    readings = [
-        reading
-        for names in _NAMES[kind]
-        if names[0] in headers and (reading := _reading(headers, kind, names)) is not None
-    ]
-    return min(readings, key=lambda r: r.remaining, default=None)
+    least: LimitReading | None = None
+    for names in _NAMES[kind]:
+        if names[0] in headers:
+            reading = _reading(headers, kind, names)
+            if reading is not None and (least is None or reading.remaining < least.remaining):
+                least = reading
+    return least
 
 
 def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitSnapshot | None:
@@ -180,7 +186,9 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitSnapshot | 
         A snapshot, or ``None`` when no bucket could be read.
     """
     lowered = {
-        low: value for name, value in headers.items() if (low := name.lower()).startswith(_PREFIXES)
+        low: value
+        for name, value in headers.items()
+        if name[:1] in "xX" and (low := name.lower()).startswith(_PREFIXES)
     }
     if not lowered:  # most answers of most servers without limits: nothing to read
         return None
