@@ -301,7 +301,14 @@ def transport_failures(
     try:
         yield
     except failures as exc:
-        detail = f"{type(exc).__name__}: {exc}"
-        if mid_stream:
-            raise StreamTruncatedError(f"{what}: the stream broke: {detail}") from exc
-        raise TransportError(f"{what} failed: {detail}") from exc
+        raise transport_error(exc, what, mid_stream=mid_stream) from exc
+
+
+def transport_error(
+    failure: BaseException, what: str, *, mid_stream: bool = False
+) -> TransportError:
+    """Return the error an HTTP library's ``failure`` means (see :func:`transport_failures`)."""
+    detail = f"{type(failure).__name__}: {failure}"
+    if mid_stream:
+        return StreamTruncatedError(f"{what}: the stream broke: {detail}")
+    return TransportError(f"{what} failed: {detail}")

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from throttle.answer import Answer, read_answer
-from throttle.errors import ClosedError, ThrottleError, transport_failures
+from throttle.errors import ClosedError, transport_error
 from throttle.keys import azure_deployment
 from throttle.options import ThrottleOptions
 
@@ -104,16 +104,16 @@ class NativeClient:
         """
         session = self._http()
         try:
-            with transport_failures(AIOHTTP_FAILURES, f"POST {url}"):
-                async with session.post(url, json=body, params=params, headers=headers) as response:
-                    raw = await response.read()
-        except ThrottleError as cut:
+            async with session.post(url, json=body, params=params, headers=headers) as response:
+                raw = await response.read()
+        except AIOHTTP_FAILURES as failure:
+            cut = transport_error(failure, f"POST {url}")
             if self._closed:  # close() cut its connection: not a failure to retry
                 raise ClosedError(
                     "the Throttle was closed while this request was in flight; the server "
                     "may have received it"
                 ) from cut
-            raise
+            raise cut from failure
         return read_answer(response.status, response.headers, raw, require_json=True)
 
     async def close(self) -> None:
