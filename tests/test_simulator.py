@@ -376,6 +376,7 @@ async def test_stats_endpoint_reports_counts() -> None:
             stats = await response.json()
     assert stats["received"] == 1
     assert stats["succeeded"] == 1
+    assert stats["batch"]["total_requests"] == 0  # the Files and Batch APIs count apart
 
 
 async def test_unknown_path_answers_404_invalid_url_in_the_real_shape() -> None:

@@ -22,7 +22,7 @@ from throttle.metrics import PrometheusMetrics, serve_metrics
 from throttle.progress import limits_line
 from throttle.run_options import RunOptions
 from throttle.runner import JobRunner
-from throttle.testing import Faults, ModelLimits, SimulatedAPI, SimulatorConfig
+from throttle.testing import BatchSettings, Faults, ModelLimits, SimulatedAPI, SimulatorConfig
 from throttle.testing.demo_requests import demo_request
 
 
@@ -135,6 +135,14 @@ async def _simulate(args: argparse.Namespace) -> int:
             spike=args.spike_rate,
             spike_seconds=args.spike_seconds,
         ),
+        batch=BatchSettings(
+            time_scale=args.batch_time_scale,
+            lines_per_second=args.batch_lines_per_second,
+            enqueued_tokens=args.batch_enqueued_tokens,
+            expired_share=args.batch_expired_share,
+            failed_share=args.batch_failed_share,
+            seed=args.seed,
+        ),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -142,7 +150,8 @@ async def _simulate(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     async with SimulatedAPI(config, port=args.port) as sim:
         print(f"simulated OpenAI API listening on {sim.base_url} (stats: GET /_stats)")
-        print(config.describe(), flush=True)
+        print(config.describe())
+        print(config.batch.describe(), flush=True)
         await stop.wait()
         print(f"stopping; {sim.stats.as_dict()}", flush=True)
     return 0

@@ -197,7 +197,40 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="how long a latency spike holds its answer",
     )
-    sim.add_argument("--seed", type=int, default=0, help="random seed of the faults")
+    sim.add_argument(
+        "--seed", type=int, default=0, help="random seed of the faults and of batch outcomes"
+    )
+    sim.add_argument(
+        "--batch-time-scale",
+        type=float,
+        default=1000.0,
+        help="Batch API: simulated seconds per second of wall time",
+    )
+    sim.add_argument(
+        "--batch-lines-per-second",
+        type=float,
+        default=50.0,
+        help="Batch API: requests each batch answers per simulated second",
+    )
+    sim.add_argument(
+        "--batch-enqueued-tokens",
+        type=int,
+        default=None,
+        help="Batch API: enqueued-token limit per model and organization (default: none, "
+        "unlimited)",
+    )
+    sim.add_argument(
+        "--batch-expired-share",
+        type=float,
+        default=0.0,
+        help="Batch API: share of lines that expire (batch_expired)",
+    )
+    sim.add_argument(
+        "--batch-failed-share",
+        type=float,
+        default=0.0,
+        help="Batch API: share of lines answered 500 server_error",
+    )
     sim.add_argument(
         "--no-rate-limit-headers",
         action="store_true",

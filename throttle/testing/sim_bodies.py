@@ -170,6 +170,35 @@ def embeddings(model: str, inputs: list[object], prompt: int, dimensions: int) -
     }
 
 
+def answer(
+    kind: str,
+    model: str,
+    payload: Mapping[str, Any],
+    *,
+    prompt: int,
+    completion: int,
+    request_id: str,
+) -> dict[str, Any]:
+    """Return the online answer to ``payload``, which a batch's output line carries too.
+
+    Args:
+        kind: the endpoint's kind: ``"responses"``, ``"embeddings"``, else a chat completion.
+        model: the model that answers.
+        payload: the request body.
+        prompt: the prompt tokens the server counted.
+        completion: the completion tokens it generates.
+        request_id: the answer's ``x-request-id``.
+    """
+    if kind == "responses":
+        return response_object(model, prompt, completion, request_id)
+    if kind == "embeddings":
+        raw = payload.get("input")
+        many = isinstance(raw, list) and bool(raw) and not isinstance(raw[0], int)
+        inputs = raw if many and isinstance(raw, list) else [raw]
+        return embeddings(model, inputs, prompt, int(payload.get("dimensions", 8)))
+    return chat_completion(model, prompt, completion, request_id)
+
+
 def chat_stream_events(
     model: str, prompt: int, completion: int, request_id: str, include_usage: bool
 ) -> list[str]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from throttle.errors import ConfigurationError
+from throttle.testing.sim_batch_config import BatchSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,7 @@ class SimulatorConfig:
         changes: limit changes at given times.
         faults: random faults.
         completion_tokens: output tokens each answer "generates" (capped by max_tokens).
+        batch: the Batch API's speed, enqueued-token limits and shares of lost lines.
     """
 
     models: Mapping[str, ModelLimits] = field(default_factory=dict)
@@ -142,6 +144,7 @@ class SimulatorConfig:
     changes: Sequence[LimitChange] = ()
     faults: Faults = field(default_factory=Faults)
     completion_tokens: int = 20
+    batch: BatchSettings = field(default_factory=BatchSettings)
 
     def __post_init__(self) -> None:
         if not 0 <= self.start_level <= 1:

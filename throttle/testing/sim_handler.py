@@ -1,12 +1,14 @@
 """How the simulated server answers one HTTP request, faults included.
 
-It names the caller's organization from its API key, answers 404 to paths the real API does
-not serve and 400 to bodies it would refuse (both before any rate limit is charged; see
-:mod:`throttle.testing.sim_routes`), serves ``/models``, audio uploads and JSON calls,
-injects 500/503, dropped connections, truncated streams and latency spikes (scripted or at
-random, one draw per attempt), has the rate limiter charge or refuse the request, and answers
-in the real JSON or server-sent-events shapes. An answer whose client already left (it timed
-out during a spike) is counted as abandoned, never as a success.
+Files and Batch API requests go to :mod:`throttle.testing.sim_batch_api`
+(:meth:`RequestHandler.handle_batch`). For the rest, it names the caller's organization from
+its API key, answers 404 to paths the real API does not serve and 400 to bodies it would
+refuse (both before any rate limit is charged; see :mod:`throttle.testing.sim_routes`),
+serves ``/models``, audio uploads and JSON calls, injects 500/503, dropped connections,
+truncated streams and latency spikes (scripted or at random, one draw per attempt), has the
+rate limiter charge or refuse the request, and answers in the real JSON or server-sent-events
+shapes. An answer whose client already left (it timed out during a spike) is counted as
+abandoned, never as a success.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from aiohttp import web
 
 from throttle.testing import sim_bodies as bodies
 from throttle.testing.sim_accounting import output_cap, prompt_tokens
+from throttle.testing.sim_batch_api import BatchAPI
 from throttle.testing.sim_config import SimulatorConfig
 from throttle.testing.sim_limiter import RateLimiter
-from throttle.testing.sim_routes import Route, body_problem, resolve_route
+from throttle.testing.sim_routes import Route, body_problem, resolve_batch_route, resolve_route
 from throttle.testing.sim_stats import SimulatorStats
 
 FAULTS = ("server_error", "overloaded", "drop", "truncate", "spike")
@@ -51,14 +54,20 @@ class RequestHandler:
         config: models, organizations, faults and latency.
         stats: where requests and their outcomes are counted.
         limiter: charges each request, or refuses it with a 429.
+        batches: serves the Files and Batch APIs (counted apart, never rate-limited).
     """
 
     def __init__(
-        self, config: SimulatorConfig, stats: SimulatorStats, limiter: RateLimiter
+        self,
+        config: SimulatorConfig,
+        stats: SimulatorStats,
+        limiter: RateLimiter,
+        batches: BatchAPI,
     ) -> None:
         self.config = config
         self.stats = stats
         self._limiter = limiter
+        self._batches = batches
         self._scripted: list[str] = []
         # Two generators, so that latency jitter does not shift which request meets a fault.
         self._faults = random.Random(self.config.faults.seed)  # noqa: S311 - fault injection
@@ -99,6 +108,21 @@ class RequestHandler:
                 return name
             roll -= chance
         return None
+
+    async def handle_batch(self, request: web.Request) -> web.StreamResponse:
+        """Answer a request under ``/v1/files`` or ``/v1/batches`` (the Files and Batch APIs).
+
+        Args:
+            request: the incoming request; one no such endpoint serves goes to :meth:`handle`.
+
+        Returns:
+            The Files or Batch API's answer, or :meth:`handle`'s.
+        """
+        route = resolve_batch_route(request.method, request.path)
+        if route is None:
+            return await self.handle(request)
+        request_id = f"req_{next(self._ids):08d}"
+        return await self._batches.serve(request, route, self._organization(request), request_id)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer one request: stats, models, uploads, or a JSON call to a model.
@@ -228,7 +252,11 @@ class RequestHandler:
         if call.payload.get("stream"):
             return await self._stream(call, kind, prompt, completion, fault == "truncate")
         self._succeeded(call)
-        return web.json_response(self._answer(call, kind, prompt, completion), headers=call.headers)
+        rid = call.headers["x-request-id"]
+        answer = bodies.answer(
+            kind, call.model, call.payload, prompt=prompt, completion=completion, request_id=rid
+        )
+        return web.json_response(answer, headers=call.headers)
 
     async def _linger(self, request: web.Request, seconds: float) -> None:
         """Wait ``seconds`` (a latency spike), or until the client closes the connection."""
@@ -247,18 +275,6 @@ class RequestHandler:
         return self._limiter.charge(
             call.org, call.model, cost, now, call.headers, azure=call.route.azure
         )
-
-    def _answer(self, call: _Call, kind: str, prompt: int, completion: int) -> dict[str, Any]:
-        rid = call.headers["x-request-id"]
-        if kind == "responses":
-            return bodies.response_object(call.model, prompt, completion, rid)
-        if kind == "embeddings":
-            raw = call.payload.get("input")
-            many = isinstance(raw, list) and bool(raw) and not isinstance(raw[0], int)
-            inputs = raw if many and isinstance(raw, list) else [raw]
-            dimensions = int(call.payload.get("dimensions", 8))
-            return bodies.embeddings(call.model, inputs, prompt, dimensions)
-        return bodies.chat_completion(call.model, prompt, completion, rid)
 
     def _succeeded(self, call: _Call) -> None:
         self.stats.succeeded += 1

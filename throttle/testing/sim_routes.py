@@ -32,6 +32,18 @@ _REQUIRED: Mapping[str, tuple[tuple[str, tuple[type[object], ...]], ...]] = {
     "embeddings": (("input", _TEXT),),
     "responses": (("input", _TEXT),),
 }
+# The Files and Batch APIs: (method, path after /v1/ with ``*`` for the id) -> action.
+_BATCH_ACTIONS = {
+    ("POST", "files"): "upload_file",
+    ("GET", "files"): "list_files",
+    ("GET", "files/*"): "retrieve_file",
+    ("DELETE", "files/*"): "delete_file",
+    ("GET", "files/*/content"): "file_content",
+    ("POST", "batches"): "create_batch",
+    ("GET", "batches"): "list_batches",
+    ("GET", "batches/*"): "retrieve_batch",
+    ("POST", "batches/*/cancel"): "cancel_batch",
+}
 _TYPE_NAMES: Mapping[type[object], str] = {
     list: "an array",
     str: "a string",
@@ -59,6 +71,43 @@ class Route:
     def azure(self) -> bool:
         """Whether the request came by an Azure deployment URL (Azure-style 429s)."""
         return self.deployment is not None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRoute:
+    """A Files or Batch API endpoint the simulator serves.
+
+    Attributes:
+        action: what is asked, e.g. ``"upload_file"`` or ``"cancel_batch"``.
+        object_id: the file or batch the path names, else ``None``.
+        endpoint: the endpoint without the id, e.g. ``"POST /v1/batches/{id}/cancel"``.
+    """
+
+    action: str
+    object_id: str | None
+    endpoint: str
+
+
+def resolve_batch_route(method: str, path: str) -> BatchRoute | None:
+    """Return the Files or Batch API endpoint ``method`` and ``path`` reach, or ``None``.
+
+    Args:
+        method: the HTTP method.
+        path: the URL path without its query string, e.g. ``/v1/batches/batch_1/cancel``.
+
+    Returns:
+        The route, or ``None`` when the path is no Files or Batch API endpoint.
+    """
+    parts = path.split("/")
+    if parts[:2] != ["", "v1"] or len(parts) < 3 or parts[2] not in ("files", "batches"):
+        return None
+    rest = parts[2:]
+    object_id = rest[1] if len(rest) > 1 and rest[1] else None
+    shape = "/".join([rest[0], "*", *rest[2:]]) if len(rest) > 1 else rest[0]
+    action = _BATCH_ACTIONS.get((method, shape))
+    if action is None or (len(rest) > 1 and object_id is None):
+        return None
+    return BatchRoute(action, object_id, f"{method} /v1/{shape.replace('*', '{id}')}")
 
 
 def resolve_route(method: str, path: str) -> Route | None:

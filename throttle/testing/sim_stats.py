@@ -8,8 +8,45 @@ from typing import Any
 
 
 @dataclasses.dataclass(slots=True)
+class BatchStats:
+    """What the simulated Files and Batch APIs saw.
+
+    Attributes:
+        requests: requests to each Files or Batch API endpoint, e.g. ``"POST /v1/files"`` or
+            ``"GET /v1/batches/{id}"``, refused ones included.
+        refused: those answered 4xx.
+        files_uploaded: batch input files accepted.
+        bytes_uploaded: their bytes.
+        lines_uploaded: their requests.
+        batches_created: batches created.
+    """
+
+    requests: Counter[str] = dataclasses.field(default_factory=Counter)
+    refused: int = 0
+    files_uploaded: int = 0
+    bytes_uploaded: int = 0
+    lines_uploaded: int = 0
+    batches_created: int = 0
+
+    @property
+    def total_requests(self) -> int:
+        """Every request to the Files and Batch APIs."""
+        return sum(self.requests.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the stats as JSON-ready data."""
+        data = dataclasses.asdict(self)
+        data["requests"] = dict(self.requests)
+        data["total_requests"] = self.total_requests
+        return data
+
+
+@dataclasses.dataclass(slots=True)
 class SimulatorStats:
     """What the simulated server saw. Times are ``time.monotonic()`` seconds.
+
+    Requests to the Files and Batch APIs are counted apart, in ``batch``: the counts above it
+    are those of calls to a model (online), which batches never touch.
 
     Attributes:
         received: requests that reached the server.
@@ -31,6 +68,7 @@ class SimulatorStats:
         last_success_at: when the last success was answered.
         first_quota_error_at: when the first insufficient_quota answer was sent.
         received_after_quota: requests that arrived after that.
+        batch: what the Files and Batch APIs saw.
     """
 
     received: int = 0
@@ -47,6 +85,7 @@ class SimulatorStats:
     last_success_at: float | None = None
     first_quota_error_at: float | None = None
     received_after_quota: int = 0
+    batch: BatchStats = dataclasses.field(default_factory=BatchStats)
 
     @property
     def total_429(self) -> int:
@@ -59,4 +98,5 @@ class SimulatorStats:
         data["rate_limited"] = dict(self.rate_limited)
         data["injected"] = dict(self.injected)
         data["total_429"] = self.total_429
+        data["batch"] = self.batch.as_dict()
         return data

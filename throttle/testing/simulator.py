@@ -4,7 +4,8 @@ Per organization and model (or shared group) it keeps requests and tokens bucket
 with the real header formats and the real 429 bodies (requests, tokens, daily limits, request
 too large, insufficient_quota), and injects 500/503, dropped connections, truncated streams
 and latency spikes on demand. It counts tokens its own way (characters / 4), as the real
-server does not use the client's tokenizer either.
+server does not use the client's tokenizer either. It also serves the Files and Batch APIs,
+whose batches advance on a simulated clock (:mod:`throttle.testing.sim_batch_api`).
 
 This module is the server's lifecycle and controls; how a request is answered lives in
 :mod:`throttle.testing.sim_handler`, and whether the buckets admit it in
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Self
 
 from aiohttp import web
 
+from throttle.testing.sim_batch_api import BatchAPI
 from throttle.testing.sim_config import SimulatorConfig
 from throttle.testing.sim_handler import RequestHandler
 from throttle.testing.sim_limiter import RateLimiter
@@ -32,17 +35,27 @@ class SimulatedAPI:
         config: limits, faults, latency and quota.
         host: address to listen on (loopback only).
         port: 0 for any free port.
+        batch_clock: the clock batches advance by, in seconds (default ``time.monotonic``);
+            a test hands in :meth:`ManualClock.now` to move batches on without waiting.
     """
 
     def __init__(
-        self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        batch_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config or SimulatorConfig()
         self.stats = SimulatorStats()
         self._host, self._port = host, port
         self._runner: web.AppRunner | None = None
         self._limiter = RateLimiter(self.config, self.stats)
-        self._handler = RequestHandler(self.config, self.stats, self._limiter)
+        self._batches = BatchAPI(
+            self.config.batch, self.stats.batch, self.config.completion_tokens, batch_clock
+        )
+        self._handler = RequestHandler(self.config, self.stats, self._limiter, self._batches)
 
     def __repr__(self) -> str:
         return f"SimulatedAPI(url={self.base_url if self._runner else None!r}, {self.stats!r})"
@@ -51,6 +64,10 @@ class SimulatedAPI:
     def base_url(self) -> str:
         """The OpenAI-style root, ``http://127.0.0.1:PORT/v1``."""
         return f"http://{self._host}:{self._port}/v1"
+
+    def simulated_time(self) -> float:
+        """Return the Batch API's simulated time now, in Unix seconds (see ``BatchSettings``)."""
+        return self._batches.now()
 
     def azure_url(self, deployment: str) -> str:
         """The Azure-style root of a deployment on this server."""
@@ -65,7 +82,11 @@ class SimulatedAPI:
 
     async def start(self) -> str:
         """Start listening; return :attr:`base_url`."""
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        # Room for the largest batch file and its multipart framing (larger ones get a 413).
+        most = max(64 * 1024 * 1024, self.config.batch.max_file_bytes + 1024 * 1024)
+        app = web.Application(client_max_size=most)
+        for api in ("files", "batches"):
+            app.router.add_route("*", f"/v1/{api}{{tail:.*}}", self._handler.handle_batch)
         app.router.add_route("*", "/{tail:.*}", self._handler.handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
