@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 
 _MAX_CACHED_URLS = 1024  # paths are few; a caller building one per request stays bounded
-_MAX_CACHED_KEYS = 4096  # models times identities: few, but a caller's own stay bounded
+_MAX_CACHED_KEYS = 65_536  # (identity, model) pairs: few in practice, bounded all the same
 
 
 class Throttle:
@@ -152,8 +152,9 @@ class Throttle:
         key = self._keys.get(wanted)
         if key is None:  # one key object per model: lookups find it by identity, no compare
             key = BucketKey(wanted[0], self.options.group_map.group_of(model))
-            if len(self._keys) < _MAX_CACHED_KEYS:
-                self._keys[wanted] = key
+            if len(self._keys) >= _MAX_CACHED_KEYS:  # a caller inventing models: start over
+                self._keys.clear()
+            self._keys[wanted] = key
         return key
 
     def quota_error(self, identity: str | None = None) -> QuotaExhaustedError | None:

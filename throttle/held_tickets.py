@@ -37,22 +37,26 @@ class HeldTickets:
         return f"HeldTickets({ {str(key): count for key, count in self.counts().items()} })"
 
     def counts(self) -> dict[BucketKey, int]:
-        """Return how many tickets each key holds (safe from another thread: one copy)."""
-        return {key: len(held) for key, held in list(self._held.items())}
+        """Return how many tickets each key holds, keys holding none left out.
+
+        Safe from another thread: it reads one copy.
+        """
+        return {key: count for key, held in list(self._held.items()) if (count := len(held))}
 
     def hold(self, key: BucketKey, ticket: Ticket) -> None:
         """Count ``ticket`` in flight until :meth:`drop`, renewing its lease meanwhile."""
-        self._held.setdefault(key, {})[id(ticket)] = ticket
+        held = self._held.get(key)
+        if held is None:
+            held = self._held[key] = {}
+        held[id(ticket)] = ticket
         if self._renewer is None and math.isfinite(self._backend.lease_seconds):
             self._renewer = asyncio.create_task(self._renew_leases(), name="throttle-leases")
 
     def drop(self, key: BucketKey, ticket: Ticket) -> None:
         """Stop counting ``ticket`` (handed back); unknown tickets are ignored."""
         held = self._held.get(key)
-        if held is not None:
+        if held is not None:  # kept when empty: a key's next ticket needs no new dict
             held.pop(id(ticket), None)
-            if not held:
-                del self._held[key]
 
     def renewer(self) -> asyncio.Task[None] | None:
         """Return the renewal task while it runs (its owner cancels it on close)."""
@@ -61,9 +65,11 @@ class HeldTickets:
     async def _renew_leases(self) -> None:
         """Every third of a lease, extend the lease of every attempt still held."""
         try:
-            while self._held:
+            while any(self._held.values()):
                 await self._clock.sleep(self._backend.lease_seconds / 3)
                 for key, held in list(self._held.items()):
+                    if not held:
+                        continue
                     try:
                         await self._backend.renew(key, list(held.values()))
                     except Exception:
