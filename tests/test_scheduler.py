@@ -34,7 +34,8 @@ from throttle import (
 )
 from throttle.answer import Answer, read_answer
 from throttle.events import EventHub
-from throttle.scheduler import ScheduledRequest, Scheduler
+from throttle.scheduled import ScheduledRequest
+from throttle.scheduler import Scheduler
 from throttle.testing import ManualClock
 
 KEY = BucketKey("key-a", "gpt-4o")

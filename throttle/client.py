@@ -29,7 +29,8 @@ from throttle.events import EventHub, EventListener
 from throttle.keys import BucketKey, azure_deployment, credential_identity
 from throttle.options import ThrottleOptions, ThrottleSettings
 from throttle.request_identity import identify, refuse_shared_id
-from throttle.scheduler import ScheduledRequest, Scheduler
+from throttle.scheduled import ScheduledRequest
+from throttle.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from throttle.native_client import NativeClient

@@ -3,9 +3,11 @@
 estimate (the caller, with ``estimate``) -> admit (``admission``, which asks the backend) ->
 send (the request's own ``send``: the native client or an adapter) -> read the answer
 (``answer``) -> settle the reservation with what the headers say (the backend; a 429 pauses
-the key, a billing error opens the ``breaker``) -> decide (``retry``) -> record (``events``).
+the key, a billing error opens the ``breaker``) -> decide (``retry``) -> record
+(``request_events``). The request and its attempts are the types of ``scheduled``.
 
-Every event is emitted from this module, so what listeners see follows this flow exactly. The
+Every event is emitted from this module's steps, so what listeners see follows this flow
+exactly. The
 scheduler also listens to its backend: a breaker opened or reset, or capacity handed back, by
 another process sharing the backend reaches this one's queues and breakers.
 """
@@ -14,15 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar, cast
+from typing import TypeVar, cast
 
 from throttle.admission import Admission, KeyLoad
 from throttle.answer import Answer, read_usage
 from throttle.backend import LimitBackend
 from throttle.breaker import QuotaBreakers
-from throttle.classify import Verdict
 from throttle.clock import Clock
 from throttle.diagnostics import Diagnostics
 from throttle.errors import (
@@ -32,74 +31,25 @@ from throttle.errors import (
     RateLimitError,
     ThrottleError,
 )
-from throttle.estimate import TokenEstimate
 from throttle.events import (
-    AttemptFinished,
     BackendAvailabilityChanged,
     EventHub,
-    LimitsObserved,
     QuotaBreakerOpened,
     QuotaBreakerReset,
-    RequestAdmitted,
-    RequestFinished,
-    RetryScheduled,
-    UsageReported,
 )
 from throttle.keys import BucketKey
 from throttle.long_limits import LongLimits
-from throttle.outcomes import outcome_of, rate_limit_kind
 from throttle.pacing import refusal_of
+from throttle.request_events import RequestEvents
 from throttle.reservation import Cost, Ticket
 from throttle.retry import Finish, Retry, RetryPolicy
+from throttle.scheduled import Attempts, Outcome, ScheduledRequest, error_of
 from throttle.setup_check import SetupCheck, setup_problem
 
 T = TypeVar("T")
-Outcome = Answer[T] | ThrottleError
-"""What one attempt produced: the server's answer, or the error when none arrived."""
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduledRequest(Generic[T]):
-    """A request ready for the scheduler.
-
-    Attributes:
-        key: the buckets it draws from.
-        estimate: its estimated tokens.
-        send: sends it once and reads the answer (:func:`throttle.answer.read_answer`);
-            raises :class:`TransportError` when no answer arrived.
-        priority: smaller goes first.
-        deadline: seconds from submission after which it fails, or ``None``.
-        client_request_id: the ``X-Client-Request-Id`` that ``send`` sends on every attempt
-            (see :mod:`throttle.request_identity`), or ``None``; recorded in events.
-    """
-
-    key: BucketKey
-    estimate: TokenEstimate
-    send: Callable[[], Awaitable[Answer[T]]]
-    priority: int = 0
-    deadline: float | None = None
-    client_request_id: str | None = None
-
-
-@dataclass(slots=True)
-class _Attempts:
-    """One request's attempts so far, since it was submitted (``started``) as the ``seq``-th."""
-
-    started: float
-    seq: int
-    count: int = 0
-    rate_limited: int = 0  # of them refused by a rate limit: not counted in the budget
-    sent_at: float = 0.0
-    last_error: ThrottleError | None = None
-
 
 _NO_DEADLINE: contextlib.nullcontext[None] = contextlib.nullcontext()
 """Entered instead of a timeout scope by a request without deadline (most): allocates nothing."""
-
-
-def _error_of(outcome: Outcome[T]) -> ThrottleError | None:
-    """Return what failed the attempt: its answer's error, or the error when none arrived."""
-    return outcome.error if isinstance(outcome, Answer) else outcome
 
 
 class Scheduler:
@@ -131,6 +81,7 @@ class Scheduler:
         self._clock = clock
         self._retry = retry
         self._events = events
+        self._told = RequestEvents(events, clock)  # each request's events
         self._sequence = itertools.count()
         self._unsubscribe = backend.subscribe(self)
 
@@ -147,7 +98,7 @@ class Scheduler:
             ThrottleError: the subclass that names what ended the request.
         """
         # Few locals: this frame is most of what a waiting request holds.
-        attempts = _Attempts(self._clock.now(), next(self._sequence))
+        attempts = Attempts(self._clock.now(), next(self._sequence))
         ended_by: BaseException | None = None
         try:
             deadline = request.deadline
@@ -164,7 +115,7 @@ class Scheduler:
                         raise
                     self._admitted(request, attempts, queued_at)
                     outcome = await self._send(request, ticket)
-                    if isinstance(_error_of(outcome), RateLimitError):
+                    if isinstance(error_of(outcome), RateLimitError):
                         attempts.rate_limited += 1
                     await self._settle(request.key, ticket, outcome, attempts.rate_limited)
                     decision = self._retry.decide(
@@ -191,22 +142,7 @@ class Scheduler:
         finally:
             if isinstance(ended_by, ThrottleError) and request.client_request_id is not None:
                 ended_by.client_request_id = request.client_request_id  # as the caller sees it
-            if self._events.listened:
-                self._emit_finished(request, attempts, ended_by)
-
-    def _emit_finished(
-        self, request: ScheduledRequest[T], attempts: _Attempts, ended_by: BaseException | None
-    ) -> None:
-        self._events.emit(
-            RequestFinished(
-                request.key,
-                attempts.count,
-                None if ended_by is None else type(ended_by).__name__,
-                self._clock.now() - attempts.started,
-                outcome_of(ended_by),
-                request.client_request_id,
-            )
-        )
+            self._told.finished(request, attempts, ended_by)
 
     def _cost(self, request: ScheduledRequest[T]) -> Cost:
         """Return what an attempt draws.
@@ -224,23 +160,17 @@ class Scheduler:
             raise held
         return Cost(tokens=request.estimate.total)
 
-    def _not_admitted(self, key: BucketKey, refused: ThrottleError, attempts: _Attempts) -> None:
+    def _not_admitted(self, key: BucketKey, refused: ThrottleError, attempts: Attempts) -> None:
         """Too large, out of quota, closed: the attempt is not sent; say how many were."""
         refused.attempts = attempts.count
         if isinstance(refused, QuotaExhaustedError):  # opened by another process
             self.breaker_changed(key.identity, refused.details)
 
-    def _admitted(
-        self, request: ScheduledRequest[T], attempts: _Attempts, queued_at: float
-    ) -> None:
+    def _admitted(self, request: ScheduledRequest[T], attempts: Attempts, queued_at: float) -> None:
         """Count the attempt and tell the listeners how long it waited."""
         attempts.count += 1
         attempts.sent_at = self._clock.now()
-        if self._events.listened:
-            waited = attempts.sent_at - queued_at
-            self._events.emit(
-                RequestAdmitted(request.key, attempts.count, request.estimate, waited)
-            )
+        self._told.admitted(request, attempts, queued_at)
 
     async def _send(self, request: ScheduledRequest[T], ticket: Ticket) -> Outcome[T]:
         """Send once; return the answer, or the error when no answer arrived."""
@@ -263,7 +193,7 @@ class Scheduler:
         the hand-back must already find the key cooling down or its breaker open.
         """
         answer = outcome if isinstance(outcome, Answer) else None
-        error = _error_of(outcome)
+        error = error_of(outcome)
         snapshot = answer.snapshot if answer is not None else None
         answered = answer is not None
         if isinstance(error, RateLimitError):
@@ -284,8 +214,7 @@ class Scheduler:
         )
         if applied and snapshot is not None:
             self._diagnostics.limits_applied(key, snapshot)
-            if self._events.listened:
-                self._events.emit(LimitsObserved(key, snapshot))
+            self._told.limits_observed(key, snapshot)
 
     def _hold(self, key: BucketKey, error: RateLimitError) -> None:
         """Send nothing more on ``key`` until ``error``'s delay ends; fail its queue now."""
@@ -299,52 +228,16 @@ class Scheduler:
     def _record(
         self,
         request: ScheduledRequest[T],
-        attempts: _Attempts,
+        attempts: Attempts,
         outcome: Outcome[T],
         decision: Retry | Finish[T],
     ) -> None:
-        """Keep what failed the attempt, log a retry, and emit the events if anyone listens."""
-        attempts.last_error = _error_of(outcome) or attempts.last_error
+        """Keep what failed the attempt, log a retry, and tell the listeners."""
+        attempts.last_error = error_of(outcome) or attempts.last_error
         if isinstance(decision, Retry):
             key, after = request.key, decision.after
             self._diagnostics.retrying(key, attempts.count, decision.reason, after)
-        if self._events.listened:
-            self._emit_attempt(request, attempts, outcome, decision)
-
-    def _emit_attempt(
-        self,
-        request: ScheduledRequest[T],
-        attempts: _Attempts,
-        outcome: Outcome[T],
-        decision: Retry | Finish[T],
-    ) -> None:
-        """Emit what the attempt came to: its answer, its usage, and a retry if one follows."""
-        key, latency, count = request.key, self._clock.now() - attempts.sent_at, attempts.count
-        if isinstance(outcome, Answer):
-            failure = outcome.error
-            limit = rate_limit_kind(failure) if isinstance(failure, RateLimitError) else None
-            self._events.emit(
-                AttemptFinished(
-                    key,
-                    count,
-                    outcome.classification.verdict,
-                    outcome.status,
-                    latency,
-                    outcome.request_id,
-                    limit,
-                )
-            )
-            if outcome.usage is not None:
-                usage = outcome.usage
-                self._events.emit(
-                    UsageReported(
-                        key, usage.prompt_tokens, usage.completion_tokens, request.estimate.prompt
-                    )
-                )
-        else:
-            self._events.emit(AttemptFinished(key, count, Verdict.TRANSPORT_ERROR, None, latency))
-        if isinstance(decision, Retry):
-            self._events.emit(RetryScheduled(key, count, decision.after, decision.reason))
+        self._told.attempt_ended(request, attempts, outcome, decision)
 
     def _finish(self, decision: Finish[T], attempts: int) -> T:
         if decision.error is None:
@@ -387,9 +280,7 @@ class Scheduler:
         """Report the ``usage`` a stream carried at its end (after its request finished)."""
         counts = read_usage(usage)
         if counts is not None:
-            self._events.emit(
-                UsageReported(key, counts.prompt_tokens, counts.completion_tokens, estimated)
-            )
+            self._told.usage(key, counts.prompt_tokens, counts.completion_tokens, estimated)
 
     def quota_error(self, identity: str) -> QuotaExhaustedError | None:
         """Return the error requests on ``identity`` get while its quota breaker is open."""

@@ -23,7 +23,7 @@ from throttle.errors import RetryExhaustedError, ThrottleError, TransportError, 
 from throttle.estimate import TokenEstimate, estimate_tokens
 from throttle.headers import header
 from throttle.keys import BucketKey, azure_deployment
-from throttle.scheduler import ScheduledRequest
+from throttle.scheduled import ScheduledRequest
 from throttle.streams import StreamWatcher
 
 R = TypeVar("R")
