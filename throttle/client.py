@@ -1,9 +1,8 @@
 """``Throttle``: the one object users hold, over the scheduler.
 
 It turns a request into a :class:`ScheduledRequest` (estimate, bucket key) and hands it to the
-scheduler; the adapters do the same through :meth:`Throttle.submit`. It imports no HTTP
-library: :meth:`Throttle.post` loads the native aiohttp client on its first call, so users of
-the openai SDK or httpx adapters never load aiohttp.
+scheduler; :meth:`Throttle.post`'s requests are prepared by ``json_posts``, the adapters'
+come through :meth:`Throttle.submit`. It imports no HTTP library.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
 from throttle.admission import KeyLoad
 from throttle.answer import Answer, answer_of_call, answer_of_error
@@ -24,21 +23,18 @@ from throttle.errors import (
     ThrottleError,
     TransportError,
 )
-from throttle.estimate import TokenEstimate, estimate_tokens
+from throttle.estimate import TokenEstimate
 from throttle.events import EventHub, EventListener
-from throttle.keys import BucketKey, azure_deployment, credential_identity
+from throttle.json_posts import JsonPosts
+from throttle.keys import BucketKey, credential_identity
 from throttle.options import ThrottleOptions, ThrottleSettings
-from throttle.request_identity import identify, refuse_shared_id
+from throttle.request_identity import refuse_shared_id
 from throttle.scheduled import ScheduledRequest
 from throttle.scheduler import Scheduler
-
-if TYPE_CHECKING:
-    from throttle.native_client import NativeClient
 
 T = TypeVar("T")
 
 
-_MAX_CACHED_URLS = 1024  # paths are few; a caller building one per request stays bounded
 _MAX_CACHED_KEYS = 65_536  # (identity, model) pairs: few in practice, bounded all the same
 
 
@@ -94,8 +90,7 @@ class Throttle:
             events=self.events,
             max_in_flight=self.options.max_in_flight,
         )
-        self._native: NativeClient | None = None
-        self._urls: dict[str, str] = {}  # post()'s path -> URL
+        self._posts = JsonPosts(self.options, self.base_url, self._api_key, self.key_for)
         self._keys: dict[tuple[str, str], BucketKey] = {}  # (identity, model) -> its key
         max_queued = self.options.max_queued
         self._room = None if max_queued is None else asyncio.Semaphore(max_queued)
@@ -132,8 +127,7 @@ class Throttle:
         the Throttle started has ended when this returns.
         """
         await self.stop_sending()
-        if self._native is not None:
-            await self._native.close()
+        await self._posts.close()
         if self.options.backend is None:
             await self._backend.close()
 
@@ -247,7 +241,7 @@ class Throttle:
             QueueFullError: the queue is full and ``wait_for_room`` is ``False``.
             ThrottleError: the subclass naming what ended the request.
         """
-        request = self._prepare_post(
+        request = self._posts.prepare(
             path,
             body,
             model=model,
@@ -259,48 +253,6 @@ class Throttle:
         if self._room is None:  # no bound on the queue: one coroutine frame less per request
             return await self._scheduler.submit(request)
         return await self.submit(request, wait_for_room=wait_for_room)
-
-    def _prepare_post(
-        self,
-        path: str,
-        body: Mapping[str, Any],
-        *,
-        model: str | None,
-        priority: int,
-        deadline: float | None,
-        params: Mapping[str, str] | None,
-        headers: Mapping[str, str] | None,
-    ) -> ScheduledRequest[Any]:
-        """Check, estimate and identify a :meth:`post` request.
-
-        Apart from :meth:`post`'s coroutine: its frame, held while the request waits, then
-        keeps only what waiting needs.
-        """
-        if self.base_url is None:
-            raise ConfigurationError("post() needs a base_url; this Throttle has none")
-        url = self._urls.get(path)
-        if url is None:  # one string per path, shared by its requests (they may wait long)
-            url = f"{self.base_url}/{path.lstrip('/')}" if path else self.base_url
-            if len(self._urls) < _MAX_CACHED_URLS:
-                self._urls[path] = url
-        if isinstance(body, Mapping) and body.get("stream"):
-            raise InvalidRequestError("post() returns one JSON answer; 'stream' must be false")
-        sent_headers = dict(headers or {})
-        client_request_id = identify(sent_headers)
-        model = model or _model_of(body) or azure_deployment(url)
-        estimate = estimate_tokens(
-            url, body, model=model, default_output_tokens=self.options.default_output_tokens
-        )
-        assert model is not None  # noqa: S101 - estimate_tokens raised if there was none
-        native = self._native_client()
-        return ScheduledRequest(
-            self.key_for(model),
-            estimate,
-            native.prepare(url, body, params, sent_headers),
-            priority,
-            deadline,
-            client_request_id,
-        )
 
     async def run(
         self,
@@ -350,16 +302,3 @@ class Throttle:
             self.key_for(model, identity), estimate, send, priority, deadline
         )
         return await self.submit(request)
-
-    def _native_client(self) -> NativeClient:
-        """The aiohttp client of :meth:`post`, loaded and built on first use."""
-        if self._native is None:
-            from throttle.native_client import NativeClient  # noqa: PLC0415 - aiohttp on demand
-
-            self._native = NativeClient(self.options, self.base_url, self._api_key)
-        return self._native
-
-
-def _model_of(body: object) -> str | None:
-    model = body.get("model") if isinstance(body, Mapping) else None
-    return model if isinstance(model, str) and model else None
