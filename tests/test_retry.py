@@ -90,13 +90,38 @@ def test_rate_limit_is_retried_without_a_sleep_of_its_own() -> None:
 
 
 def test_backoff_doubles_up_to_its_cap_with_bounded_jitter() -> None:
-    """Attempt n waits min(0.5 * 2**(n-1), 8) plus jitter in [0, 0.5]; jitter varies."""
+    """Attempt n >= 2 waits min(0.5 * 2**(n-1), 8) plus jitter in [0, 0.5]; jitter varies."""
     policy = RetryPolicy(max_attempts=10)
-    for attempt in range(1, 10):
+    for attempt in range(2, 10):
         base = min(0.5 * 2 ** (attempt - 1), 8.0)
         waits = [retry_after(policy.decide(TransportError("x"), attempt)) for _ in range(200)]
         assert all(base <= wait <= base + 0.5 for wait in waits), (attempt, waits[:5])
         assert max(waits) - min(waits) > 0.1  # jittered, not a fixed delay
+
+
+def test_first_retry_waits_the_jitter_alone() -> None:
+    """After one failure the wait is random in [0, initial_backoff], with no fixed part."""
+    waits = [retry_after(RetryPolicy().decide(ServerError(DETAILS_500), 1)) for _ in range(400)]
+    assert all(0 <= wait <= 0.5 for wait in waits)
+    assert min(waits) < 0.1  # spread over the whole window
+    assert max(waits) > 0.4
+
+
+def test_six_attempts_span_at_least_fifteen_seconds_of_failures() -> None:
+    """The five backoffs of a request that keeps failing add up to 15 s or more (at most 17.5)."""
+    policy = RetryPolicy()
+    for _ in range(50):
+        total = sum(retry_after(policy.decide(TransportError("x"), n)) for n in range(1, 6))
+        assert 15.0 <= total <= 17.5
+
+
+def test_rate_limits_before_a_server_error_leave_its_first_retry_short() -> None:
+    """A 500 after two 429s is the request's first counted failure: jitter alone."""
+    policy = RetryPolicy()
+    waits = [
+        retry_after(policy.decide(ServerError(DETAILS_500), 3, rate_limited=2)) for _ in range(50)
+    ]
+    assert all(0 <= wait <= 0.5 for wait in waits)
 
 
 def test_attempt_budget_ends_with_retry_exhausted() -> None:

@@ -126,18 +126,32 @@ async def test_success_returns_the_value_and_records_the_flow_in_order() -> None
 
 
 async def test_server_error_is_retried_after_the_jittered_backoff() -> None:
-    """A 500 waits its backoff (0.5 s plus up to 0.5 s of jitter), then succeeds."""
+    """A 500 waits its backoff (a first retry: up to 0.5 s of jitter), then succeeds."""
     rig, server = Rig(), Server(answer(500))
     task = rig.submit(server.send)
     await rig.clock.advance(0)
     (retry,) = rig.of(RetryScheduled)
-    assert 0.5 <= retry.delay_seconds <= 1.0
+    assert 0 < retry.delay_seconds <= 0.5
     assert retry.reason == "ServerError"
     await rig.clock.advance(retry.delay_seconds * 0.99)
     assert server.sent == 1
     await rig.clock.advance(retry.delay_seconds * 0.02)
     assert await task == {"ok": True}
     assert server.sent == 2
+
+
+async def test_a_server_error_holds_only_its_own_request() -> None:
+    """While a request backs off after a 503, the next one on its key is sent and answered."""
+    rig, failing, other = Rig(), Server(answer(503, **{"retry-after": "5"})), Server()
+    first = rig.submit(failing.send)
+    await rig.clock.advance(0)
+    second = rig.submit(other.send)
+    await rig.clock.advance(0)
+    assert await second == {"ok": True}
+    assert not first.done()
+    await rig.clock.advance(5)
+    assert await first == {"ok": True}
+    assert failing.sent == 2
 
 
 async def test_client_error_finishes_at_once_without_a_retry() -> None:
@@ -300,8 +314,8 @@ async def test_backoff_is_cut_short_when_the_breaker_opens() -> None:
 
 async def test_deadline_ends_a_request_in_backoff_with_its_last_error() -> None:
     """A deadline of 3 s passes during an 8 s backoff: DeadlineExceededError, last error kept."""
-    rig = Rig(RetryPolicy(initial_backoff=8.0, max_backoff=8.0))
-    task = rig.submit(Server(answer(503)).send, deadline=3.0)
+    rig = Rig()
+    task = rig.submit(Server(answer(503, **{"retry-after": "8"})).send, deadline=3.0)
     await rig.clock.advance(0)
     await rig.clock.advance(2.9)
     assert not task.done()

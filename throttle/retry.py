@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from tenacity import RetryCallState, Retrying, stop_after_attempt, wait_exponential, wait_random
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    stop_after_attempt,
+    wait_chain,
+    wait_exponential,
+    wait_random,
+)
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
@@ -58,13 +65,26 @@ class Finish(Generic[T]):
 class RetryPolicy:
     """How a request that failed transiently is retried.
 
+    Without a server delay, the n-th retry after a server error or a dropped connection waits
+    ``min(initial_backoff * 2**(n-1), max_backoff)`` plus a random jitter up to
+    ``initial_backoff``; the first retry waits the jitter alone (0-0.5 s by default, then
+    1-1.5 s, 2-2.5 s, 4-4.5 s, 8-8.5 s). Why no fixed wait first: one failure among successes
+    (a 500 from one replica, one dropped connection) is the common case and is over at once,
+    and a fixed wait then only delays that request, and the whole job when the request is
+    among its last. It would not lighten the server: every attempt, retries included, is
+    admitted by its key's buckets, and while one request backs off the key sends the next.
+    The jitter still spreads a burst of failures over 0.5 s; a second failure of the same
+    request says the trouble lasts, and the wait doubles from there as before, so six
+    attempts still span at least 15 s of an outage (docs/reliability.md).
+
     Attributes:
         max_attempts: attempts per request, the first included. Attempts refused by a rate
             limit (429 ``rate_limit_exceeded`` or ``slow_down``) are not counted: a rate limit
             says "wait", never "give up", so only the request's deadline (or a server delay
             longer than ``max_server_wait``) ends a request that keeps meeting it.
-        initial_backoff: seconds before the second attempt after a server error; doubles after
-            each further failure, plus up to this much random jitter.
+        initial_backoff: the most seconds of random jitter in a backoff, and all of the first
+            retry's; the fixed part before the third attempt is twice this, doubling after
+            each further failure.
         max_backoff: the most seconds of exponential backoff between two attempts.
         max_server_wait: a server delay longer than this (a daily limit's "try again in
             28m48s") fails the request instead of holding it.
@@ -75,7 +95,7 @@ class RetryPolicy:
     max_backoff: float = 8.0
     max_server_wait: float = 120.0
     _exponential: wait_base = field(init=False, repr=False, compare=False)
-    _jitter: wait_base = field(init=False, repr=False, compare=False)
+    _backoff: wait_base = field(init=False, repr=False, compare=False)
     _stop: stop_base = field(init=False, repr=False, compare=False)
     _retrying: Retrying = field(init=False, repr=False, compare=False)
 
@@ -88,7 +108,9 @@ class RetryPolicy:
             )
         exponential = wait_exponential(multiplier=self.initial_backoff, max=self.max_backoff)
         object.__setattr__(self, "_exponential", exponential)
-        object.__setattr__(self, "_jitter", wait_random(0, self.initial_backoff))
+        jitter = wait_random(0, self.initial_backoff)
+        # wait_chain: the first retry waits the jitter alone, later ones exponential + jitter.
+        object.__setattr__(self, "_backoff", wait_chain(jitter, exponential + jitter))
         object.__setattr__(self, "_stop", stop_after_attempt(self.max_attempts))
         object.__setattr__(self, "_retrying", Retrying())
 
@@ -145,7 +167,7 @@ class RetryPolicy:
     def _wait(self, error: ThrottleError, state: RetryCallState) -> float:
         if isinstance(error, APIStatusError) and error.retry_after is not None:
             return error.retry_after
-        return self._exponential(state) + self._jitter(state)
+        return float(self._backoff(state))
 
     def _state(self, attempt: int) -> RetryCallState:
         """The one value tenacity's strategies read: how many attempts were made."""
