@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,10 @@ import pytest
 
 from throttle import BucketKey, ErrorDetails, JobAbortedError
 from throttle.admission import KeyLoad
-from throttle.errors import APIStatusError
+from throttle.errors import APIStatusError, ConfigurationError
 from throttle.events import EventHub, EventListener
 from throttle.executor import JobLine, LineResult
+from throttle.job_input import InputLine, read_lines
 from throttle.online_executor import join_line_url
 from throttle.run_options import RunOptions
 from throttle.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobRunner
@@ -30,6 +31,8 @@ class BodyExecutor:
     def __init__(self, capacity: int = 4) -> None:
         self.events = EventHub()
         self.executed: list[int] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
         self.stopped = False
         self.closed = False
         self._capacity = capacity
@@ -49,7 +52,12 @@ class BodyExecutor:
 
     async def execute(self, line: JobLine) -> LineResult | None:
         """Answer from the body."""
-        await asyncio.sleep(0)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.001 * (line.index % 3))  # answers come back out of order
+        finally:
+            self.in_flight -= 1
         if self.stopped:
             return None
         self.executed.append(line.index)
@@ -123,6 +131,58 @@ async def test_an_aborting_executor_stops_the_job_and_leaves_lines_for_the_rerun
     assert executor.stopped
     indices = {record["index"] for record in records(options)}
     assert indices == {0, 1}
+
+
+async def test_the_runner_keeps_at_most_capacity_lines_in_flight(tmp_path: Path) -> None:
+    """Lines on a few workers: never more in flight than the executor takes, each run once."""
+    options = job(tmp_path, [{"n": i} for i in range(200)])
+    executor = BodyExecutor(capacity=7)
+    status = await JobRunner(options, executor=executor, show_progress=False).run()
+    assert status == EXIT_OK
+    assert executor.most_in_flight == 7
+    assert sorted(executor.executed) == list(range(200))
+    assert sorted(record["index"] for record in records(options)) == list(range(200))
+
+
+async def test_an_input_that_fails_mid_way_stops_the_job_keeping_the_lines_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read error after some lines: those lines still get results, then the error is raised."""
+    options = job(tmp_path, [{"n": i} for i in range(10)])
+
+    def failing(path: Path) -> Iterator[InputLine]:
+        for line in read_lines(path):
+            if line.index == 5:
+                raise ConfigurationError(f"cannot read {path}: Input/output error")
+            yield line
+
+    monkeypatch.setattr("throttle.runner.read_lines", failing)
+    executor = BodyExecutor(capacity=2)
+    with pytest.raises(ConfigurationError, match="Input/output error"):
+        await JobRunner(options, executor=executor, show_progress=False).run()
+    assert executor.closed
+    written = [record["index"] for record in records(options)]
+    assert len(written) == len(set(written))
+    assert set(written) <= set(range(5))
+    assert len(written) >= 4  # the other worker's line may have been in flight at the stop
+
+
+async def test_lines_are_checked_in_index_order_whichever_worker_takes_them(
+    tmp_path: Path,
+) -> None:
+    """A worker whose line fails at once takes line 2 before line 1 runs: 1 keeps its custom_id."""
+
+    def batch(custom_id: str, method: str = "POST") -> dict[str, Any]:
+        return {"custom_id": custom_id, "method": method, "url": "/v1/x", "body": {"n": 0}}
+
+    options = job(tmp_path, [batch("bad", method="GET"), batch("x"), batch("x")])
+    status = await JobRunner(options, executor=BodyExecutor(capacity=2), show_progress=False).run()
+    by_index = {record["index"]: record for record in records(options)}
+    assert status == EXIT_FAILED
+    assert by_index[0]["error"]["code"] == "method_not_allowed"
+    assert "response" in by_index[1]
+    assert by_index[2]["error"]["code"] == "duplicate_custom_id"
+    assert "of line 1" in by_index[2]["error"]["message"]
 
 
 @pytest.mark.parametrize(

@@ -218,6 +218,27 @@ def test_each_result_is_one_whole_line(tmp_path: Path) -> None:
     assert "héllo" in lines[0]
 
 
+def test_a_lone_surrogate_in_a_result_is_written_as_a_replacement_character(
+    tmp_path: Path,
+) -> None:
+    """A result quoting a line that was not UTF-8 still writes a UTF-8 line, U+FFFD in its place."""
+    results = ResultsFile(tmp_path / "out.jsonl")
+    results.write({"index": 0, "line": "caf\udce9", "error": {"type": "InvalidLineError"}})
+    results.write({"index": 1, "response": {"text": "café"}})
+    results.close()
+    lines = (tmp_path / "out.jsonl").read_bytes().decode("utf-8").splitlines()
+    assert json.loads(lines[0])["line"] == "caf\ufffd"
+    assert json.loads(lines[1])["response"] == {"text": "café"}
+
+
+def test_a_line_of_utf8_text_beyond_ascii_is_read_and_parsed(tmp_path: Path) -> None:
+    """Non-ASCII UTF-8 is text, not an undecodable byte: the line parses as written."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes('{"content": "naïve café ☕"}\n'.encode())
+    [line] = read_lines(path)
+    assert parse_line(line.text).body == {"content": "naïve café ☕"}
+
+
 def test_a_line_that_is_not_utf8_is_its_own_error_and_the_lines_around_it_are_read(
     tmp_path: Path,
 ) -> None:

@@ -11,7 +11,14 @@ import pytest
 
 from throttle.classify import Verdict
 from throttle.estimate import TokenEstimate
-from throttle.events import AttemptFinished, LimitsObserved, RequestAdmitted, UsageReported
+from throttle.events import (
+    AttemptFinished,
+    LimitsObserved,
+    RequestAdmitted,
+    RequestFinished,
+    RetryScheduled,
+    UsageReported,
+)
 from throttle.headers import LimitReading, RateLimitSnapshot
 from throttle.job_figures import CompletionRate, efficiency, theoretical_minimum
 from throttle.keys import BucketKey
@@ -70,6 +77,15 @@ def test_events_feed_the_tally() -> None:
     assert (tally.tokens, tally.estimated_tokens) == (90, 200)
     assert tally.learned_limits == (90_000, 500)
     assert "1 x 429" in progress.line()
+
+
+def test_events_the_tally_has_no_count_for_change_nothing() -> None:
+    """Retries scheduled and requests finished are not counted: the tally stays as it was."""
+    progress = Progress(JobTally(total=1), live=False)
+    before = repr(progress.tally)
+    progress(RetryScheduled(KEY, 1, 0.5, "rate_limited"))
+    progress(RequestFinished(KEY, 1, None, 0.02))
+    assert repr(progress.tally) == before
 
 
 def test_a_success_without_usage_counts_at_the_mean_estimate() -> None:

@@ -1,6 +1,7 @@
 """End-to-end tests of the job runner against the simulated API."""
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -13,6 +14,8 @@ from typing import Any
 import pytest
 
 from tests.scripted_server import COMPLETION, NOT_FOUND, serve
+from throttle.job_gc import CONTAINERS_PER_LINE, young_collections_for
+from throttle.job_stop import LineTasks
 from throttle.run_options import RunOptions
 from throttle.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobRunner
 from throttle.testing import ModelLimits, SimulatedAPI, SimulatorConfig
@@ -495,3 +498,48 @@ async def test_a_line_that_is_not_utf8_gets_its_own_error_result_and_the_rest_ru
     assert records[2]["error"]["code"] == "invalid_utf8"
     assert all("response" in records[i] for i in (0, 1, 3, 4))
     assert sim.stats.received == 4
+
+
+def test_young_collections_wait_for_the_lines_in_flight_and_come_back_after() -> None:
+    """Inside a job the youngest threshold is capacity lines' containers; then it is restored."""
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 11, 12)
+        with young_collections_for(1024):
+            assert gc.get_threshold() == (CONTAINERS_PER_LINE * 1024, 11, 12)
+        assert gc.get_threshold() == (700, 11, 12)
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_a_collector_switched_off_stays_off_during_a_job() -> None:
+    """A youngest threshold of 0 (no automatic collection) is left as it is."""
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(0, 10, 10)
+        with young_collections_for(1024):
+            assert gc.get_threshold()[0] == 0
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*before)
+
+
+async def test_a_line_that_raises_is_logged_and_its_worker_takes_the_next(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An exception out of a line's handling loses that line only: the worker goes on."""
+    lines = iter(range(6))
+    handled: list[int] = []
+
+    async def handle(line: int) -> None:
+        await asyncio.sleep(0)
+        if line == 2:
+            raise RuntimeError("a bug")
+        handled.append(line)
+
+    async def stop_sending() -> None:
+        return None
+
+    await LineTasks(stop_sending).run(lambda: next(lines, None), handle, workers=1)
+    assert handled == [0, 1, 3, 4, 5]
+    assert "a line failed unexpectedly" in caplog.text

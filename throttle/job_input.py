@@ -121,7 +121,7 @@ def _non_blank_lines(path: Path) -> Iterator[bytes]:
 
 def is_batch_line(line: Mapping[str, Any]) -> bool:
     """Whether a line's object is a Batch API request: it has any of :data:`BATCH_KEYS`."""
-    return any(key in line for key in BATCH_KEYS)
+    return not line.keys().isdisjoint(BATCH_KEYS)
 
 
 def first_object(path: Path) -> tuple[int, dict[str, Any]] | None:
@@ -153,7 +153,8 @@ def parse_line(text: str) -> RequestLine:
             ``client_request_id`` that cannot be sent, or is a Batch API line that is
             incomplete, has a field of the wrong type or a method other than POST.
     """
-    undecodable = _UNDECODABLE.search(text)
+    # An ASCII line (most are: JSON escapes what is not) cannot hold a surrogate: no search.
+    undecodable = None if text.isascii() else _UNDECODABLE.search(text)
     if undecodable:
         byte = ord(undecodable.group()) - 0xDC00
         raise InvalidLineError(

@@ -1,11 +1,13 @@
-"""How ``throttle run`` stops: at the end of its input, on a signal, or on a fatal error.
+"""How ``throttle run`` runs its lines, and how it stops: at the end, on a signal or an error.
 
-Stopping sends nothing more: the runner reads no further and the executor's ``stop`` leaves
-the queued lines unsent (they get no result, and run on the next invocation). Lines in flight
-get ``grace`` seconds (:data:`STOP_GRACE_SECONDS` by default) for their answers, already paid
-for, to arrive and be written; then they are cancelled, as they are at once on a second
-signal, and run again next time. :meth:`LineTasks.close` cancels and awaits whatever is left,
-so once it returns no task of the job can still write a result, and none is left pending.
+The lines run on workers, at most one per line in flight: each worker takes the next line when
+its own ends (:meth:`LineTasks.run`). Stopping sends nothing more: no worker takes another line
+and the executor's ``stop`` leaves the queued lines unsent (they get no result, and run on the
+next invocation). Lines in flight get ``grace`` seconds (:data:`STOP_GRACE_SECONDS` by default)
+for their answers, already paid for, to arrive and be written; then they are cancelled, as they
+are at once on a second signal, and run again next time. :meth:`LineTasks.close` cancels and
+awaits whatever is left, so once it returns no task of the job can still write a result, and
+none is left pending.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 10.0  # for answers in flight after a stop; a second signal cuts it short
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+T = TypeVar("T")  # a line, as the runner takes it
 
 
 class LineTasks:
-    """The tasks that run a job's lines, and how they stop.
+    """The workers that run a job's lines, and how they stop.
 
     Args:
         stop_sending: the executor's ``stop``; run once, on the first stop.
@@ -48,18 +51,50 @@ class LineTasks:
         state = "interrupted" if self.interrupted else "stopped" if self.stopped else "running"
         return f"LineTasks({len(self._tasks)} running, {state})"
 
-    def start(self, line: Coroutine[Any, Any, None], on_done: Callable[[], None]) -> None:
-        """Run ``line`` in a task of its own; call ``on_done`` when it ends, however it ends."""
-        task = asyncio.create_task(line)
-        self._tasks.add(task)
+    async def run(
+        self,
+        take: Callable[[], T | None],
+        handle: Callable[[T], Awaitable[None]],
+        *,
+        workers: int,
+    ) -> None:
+        """Handle each line ``take`` gives, on at most ``workers`` tasks; return when all ended.
 
-        def ended(task: asyncio.Task[None]) -> None:
-            self._tasks.discard(task)
-            on_done()
-            if not task.cancelled() and (error := task.exception()) is not None:
-                logger.error("a line's task failed", exc_info=error)
+        A task per worker, not per line: a line costs no task, context or semaphore (the
+        workers are the bound on lines in flight). A worker starts with the line it was
+        started for, while fewer than ``workers`` run; then each, its line handled, takes the
+        next, until ``take`` gives ``None`` or the job stops. ``take`` runs in one step, never
+        two at once, so lines are taken in their order.
 
-        task.add_done_callback(ended)
+        Args:
+            take: the next line, or ``None`` when there is none.
+            handle: runs one line to its end; an exception it raises is logged (the line has
+                no result and runs next time) and the worker goes on.
+            workers: the most lines in flight.
+        """
+        for _ in range(workers):
+            line = None if self.stopped else take()
+            if line is None:
+                break
+            task = asyncio.create_task(self._work(line, take, handle))
+            self._tasks.add(task)
+            task.add_done_callback(self._ended)
+        await self.wait()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.error("a job's worker failed", exc_info=error)
+
+    async def _work(
+        self, line: T | None, take: Callable[[], T | None], handle: Callable[[T], Awaitable[None]]
+    ) -> None:
+        while line is not None:
+            try:
+                await handle(line)
+            except Exception:  # a bug: that line gets no result now and runs next time
+                logger.exception("a line failed unexpectedly; it has no result and runs next time")
+            line = None if self.stopped else take()
 
     def stop(self) -> None:
         """Send nothing more; cancel the lines still in flight once the grace has passed."""

@@ -34,6 +34,8 @@ RESULT_LINE_START = b'{"index":'  # how every line that ResultsFile.write writes
 # a result line's text can hold a lone surrogate (an input line that was not UTF-8); written
 # as U+FFFD, so the results file stays UTF-8
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# one encoder for every result: json.dumps with options would build a new one per line
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class IndexSet:
@@ -155,8 +157,11 @@ class ResultsFile:
         ``record`` starts with its ``index`` (so a torn line can be told from another file's
         line); a lone surrogate in its text is written as U+FFFD.
         """
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-        data = _LONE_SURROGATE.sub("\ufffd", line).encode("utf-8")
+        line = _ENCODER.encode(record) + "\n"
+        try:
+            data = line.encode("utf-8")
+        except UnicodeEncodeError:  # only a lone surrogate fails: rare, so looked for only then
+            data = _LONE_SURROGATE.sub("\ufffd", line).encode("utf-8")
         written = os.write(self._fd, data)
         while written < len(data):  # a short write on a full disk: finish the line
             written += os.write(self._fd, data[written:])

@@ -1,10 +1,11 @@
 """``throttle run``: a JSONL file of requests in, one result line per request out, exactly once.
 
-The flow: resume (what the results file already holds) -> stream the input -> for each
-pending line, parse it, give it its ``X-Client-Request-Id``, hand it to the executor
-(``executor``; online by default), append its result -> at the end (or on a signal, a quota
-error, a rejected key) stop cleanly (``job_stop``). See ``jobfile`` for how results survive
-crashes. The runner uses only throttle's public API.
+The flow: resume (what the results file already holds) -> stream the input -> on at most
+``capacity`` workers (``job_stop``), each pending line is taken, checked against its file
+(``job_records``), given its ``X-Client-Request-Id``, handed to the executor (``executor``;
+online by default) and its result appended -> at the end (or on a signal, a quota error, a
+rejected key) stop cleanly (``job_stop``). See ``jobfile`` for how results survive crashes,
+and ``job_gc`` for the collector during a job. The runner uses only throttle's public API.
 """
 
 from __future__ import annotations
@@ -12,24 +13,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from throttle.admission import KeyLoad
-from throttle.errors import APIStatusError, JobAbortedError, RetryExhaustedError
+from throttle.errors import ConfigurationError, JobAbortedError
 from throttle.events import EventListener
 from throttle.executor import Executor, JobLine
+from throttle.job_gc import young_collections_for
 from throttle.job_input import (
-    RAW_LINE_LIMIT,
     InputLine,
     InvalidLineError,
     RequestLine,
     count_lines,
     first_object,
     is_batch_line,
-    parse_line,
     read_lines,
 )
+from throttle.job_records import LineRecords, completed, failed, unwritable_request
 from throttle.job_stop import STOP_GRACE_SECONDS, LineTasks, signals_call
 from throttle.jobfile import IndexSet, ResultsFile
 from throttle.keys import BucketKey
@@ -38,21 +40,9 @@ from throttle.request_identity import new_client_request_id
 from throttle.run_options import RunOptions, online_executor
 
 logger = logging.getLogger(__name__)
+_Taken = tuple[InputLine, RequestLine | InvalidLineError]  # a line, and what checking it gave
 SYNC_EVERY_SECONDS = 1.0
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def error_record(error: BaseException) -> dict[str, Any]:
-    """The ``error`` object of a failed line: type, status, code, message, attempts."""
-    cause = error.last_error if isinstance(error, RetryExhaustedError) else error
-    details = cause.details if isinstance(cause, APIStatusError) else None
-    return {
-        "type": type(error).__name__,
-        "status": details.status if details else None,
-        "code": details.code if details else getattr(error, "kind", None),
-        "message": str(error),
-        "attempts": getattr(error, "attempts", 0),
-    }
 
 
 class JobRunner:
@@ -95,8 +85,8 @@ class JobRunner:
         # naming the line, so the provider's logs lead back to it even without a result.
         self._run_id = new_client_request_id()[:16]
         self._finished = asyncio.Event()  # tells the housekeeping task to end
-        self._batch_file: tuple[int, bool] = (0, False)  # (first object's index, Batch format?)
-        self._custom_ids: dict[str, int] = {}  # each Batch line's custom_id -> its index
+        self._records = LineRecords(0, batch_file=False, custom_ids={})  # set by run()
+        self._read_error: ConfigurationError | None = None  # the input failed mid-way
 
     def __repr__(self) -> str:
         return f"JobRunner({self.options.input} -> {self.options.output}, {self.tally!r})"
@@ -134,16 +124,18 @@ class JobRunner:
                 )
             self.tally.total = count_lines(options.input)
             first = first_object(options.input)
-            if first is not None:
-                self._batch_file = (first[0], is_batch_line(first[1]))
-            self._custom_ids = resumed.custom_ids
+            self._records = LineRecords(
+                first[0] if first is not None else 0,
+                batch_file=first is not None and is_batch_line(first[1]),
+                custom_ids=resumed.custom_ids,
+            )
             self.tally.already_done = resumed.done.count
             results = ResultsFile(options.output)
         except BaseException:
             await self._executor.aclose()
             raise
         housekeeping = asyncio.create_task(self._housekeeping(results))
-        with signals_call(self._lines.interrupt):
+        with signals_call(self._lines.interrupt), young_collections_for(self._executor.capacity):
             try:
                 await self._feed(results, resumed.done)
             finally:
@@ -161,36 +153,48 @@ class JobRunner:
         return self._exit_status(resumed.failed)
 
     async def _feed(self, results: ResultsFile, done: IndexSet) -> None:
-        slots = asyncio.Semaphore(self._executor.capacity)
-        for line in read_lines(self.options.input):
-            if self._lines.stopped:
-                break
-            if line.index in done:
-                continue
-            await slots.acquire()
-            if self._lines.stopped:
-                slots.release()
-                break
-            self._lines.start(self._one(results, line), slots.release)
-        await self._lines.wait()
+        """Run the pending lines on as many workers as the executor takes lines at once.
 
-    async def _one(self, results: ResultsFile, line: InputLine) -> None:
-        """Process one line; write its result, or nothing when it must run again later."""
+        Raises:
+            ConfigurationError: the input could not be read to its end (the lines taken
+                before still finish, as after a stop).
+        """
+        pending = read_lines(self.options.input)
+        if done.count:
+            pending = (line for line in pending if line.index not in done)
+        take, handle = partial(self._take, pending), partial(self._one, results)
+        await self._lines.run(take, handle, workers=self._executor.capacity)
+        if self._read_error is not None:
+            raise self._read_error
+
+    def _take(self, pending: Iterator[InputLine]) -> _Taken | None:
+        """The next pending line, checked; ``None`` when none is left.
+
+        Taken and checked in one step, so lines are checked in index order (the first of two
+        lines with one ``custom_id`` keeps it), whichever worker takes them.
+        """
         try:
-            request = self._request(line)
+            line = next(pending, None)
+        except ConfigurationError as error:  # the input became unreadable mid-way
+            self._read_error = self._read_error or error
+            self._lines.stop()
+            return None
+        if line is None:
+            return None
+        try:
+            return line, self._records.request(line)
         except InvalidLineError as error:
-            record = {
-                "index": line.index,
-                **self._custom_id(error.custom_id),
-                "client_request_id": None,  # never sent
-                "metadata": None,
-                "request": None,
-                "line": line.text[:RAW_LINE_LIMIT],
-                "error": error_record(error),
-            }
-            self._write(results, record, "InvalidLineError")
+            return line, error
+
+    async def _one(self, results: ResultsFile, taken: _Taken) -> None:
+        """Process one line; write its result, or nothing when it must run again later."""
+        line, request = taken
+        records = self._records
+        if isinstance(request, InvalidLineError):
+            self._write(results, records.invalid(line, request), "InvalidLineError")
             return
         client_request_id = request.client_request_id or f"{self._run_id}-{line.index}"
+        record = records.sent(line.index, request, client_request_id)
         job_line = JobLine(
             line.index,
             request.body,
@@ -199,13 +203,6 @@ class JobRunner:
             request.url,
             client_request_id,
         )
-        record = {
-            "index": line.index,
-            **self._custom_id(request.custom_id),
-            "client_request_id": client_request_id,
-            "metadata": request.metadata,
-            "request": request.body,
-        }
         try:
             result = await self._executor.execute(job_line)
         except JobAbortedError as aborted:
@@ -213,52 +210,10 @@ class JobRunner:
             return
         except Exception as error:  # a bug, or a line nothing expected: it still ends, as an error
             logger.exception("line %d failed unexpectedly", line.index)
-            self._write(results, {**record, "error": error_record(error)}, type(error).__name__)
+            self._write(results, record, failed(record, error))
             return
-        if result is None:
-            return  # not run: it runs on the next invocation
-        record.update(result.extra)
-        if result.error is None:
-            self._write(results, {**record, "response": result.response}, None)
-        else:
-            failure = result.error
-            record["error"] = error_record(failure)
-            self._write(results, record, type(failure).__name__)
-
-    def _request(self, line: InputLine) -> RequestLine:
-        """Parse a line and check it against the file: its format, its ``custom_id``.
-
-        Called before the line's first wait, so lines are checked in index order.
-
-        Raises:
-            InvalidLineError: the line cannot be sent.
-        """
-        request = parse_line(line.text)
-        first, batch_file = self._batch_file
-        if (request.url is not None) != batch_file:
-            formats = ("a bare request body", "a Batch API line (custom_id, method, url, body)")
-            raise InvalidLineError(
-                "mixed_line_formats",
-                f"line {line.index} is {formats[not batch_file]} but the file's first request, "
-                f"line {first}, is {formats[batch_file]}: --url is "
-                f"{'a base URL' if batch_file else 'a full endpoint URL'} for this file, so "
-                "every line must have the first one's format (split the file, or rewrite it)",
-                request.custom_id,
-            )
-        if request.custom_id is not None:
-            held = self._custom_ids.setdefault(request.custom_id, line.index)
-            if held != line.index:
-                raise InvalidLineError(
-                    "duplicate_custom_id",
-                    f"line {line.index} repeats the custom_id {request.custom_id!r} of line "
-                    f"{held}; each line needs its own (results are joined on it)",
-                    request.custom_id,
-                )
-        return request
-
-    def _custom_id(self, custom_id: str | None) -> dict[str, str | None]:
-        """The ``custom_id`` field of a result: every result of a Batch API file has one."""
-        return {"custom_id": custom_id} if self._batch_file[1] else {}
+        if result is not None:  # None: not run, it runs on the next invocation
+            self._write(results, record, completed(record, result))
 
     def _write(self, results: ResultsFile, record: dict[str, Any], error_type: str | None) -> None:
         """Write one result; on a failed write (a full disk) stop the job, sending nothing more.
@@ -271,9 +226,7 @@ class JobRunner:
         try:
             results.write(record)
         except (ValueError, TypeError, RecursionError):
-            results.write(
-                {**record, "request": None, "line": str(record.get("request"))[:RAW_LINE_LIMIT]}
-            )
+            results.write(unwritable_request(record))
         except OSError as error:
             self._unwritable = True
             self._abort(
