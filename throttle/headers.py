@@ -58,6 +58,8 @@ _NAMES = {
     for kind in ("requests", "tokens")
 }
 _PREFIXES = ("x-ratelimit-", "x-rate-limit-")
+# Header types whose get() ignores case: httpx's and httpx2's Headers, aiohttp's multidicts.
+_CASE_INSENSITIVE = frozenset({"Headers", "CIMultiDict", "CIMultiDictProxy"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,8 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)  # a plain dict with the usual case, or a case-insensitive one
     if value is not None:
         return str(value)
+    if type(headers).__name__ in _CASE_INSENSITIVE:
+        return None  # looking through every name again would find nothing more
     wanted = name.lower()
     return next((str(v) for k, v in headers.items() if str(k).lower() == wanted), None)
 
