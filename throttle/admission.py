@@ -1,11 +1,11 @@
 """Waiting for room in the buckets: FIFO within a priority, one pump per key, no polling.
 
-When a key has room and nobody waits on it, an attempt is admitted by one backend call from
-the caller's own task: no waiter, no future, no pump (the fast path; on a shared backend the
-call still is one round trip, run in a task so that a caller who leaves meanwhile hands back
-what it was given). Otherwise it queues. Each key has a heap of waiters and, while it is not
-empty, one pump task. The pump asks the backend for the waiters at the head, up to
-:data:`ADMIT_AT_ONCE` in one call (one round trip to a shared backend, however many are
+When a key has room and nobody waits on it, an attempt is admitted by one backend call from the
+caller's own task: no waiter, no future, no pump (the fast path; on a shared backend the call
+still is one round trip, shielded by ``shielded_admission`` so that what it admits for a caller
+who left meanwhile is handed back). Otherwise it queues. Each key has a heap of waiters and,
+while it is not empty, one pump task. The pump asks the backend for the waiters at the head, up
+to :data:`ADMIT_AT_ONCE` in one call (one round trip to a shared backend, however many are
 admitted), and sleeps exactly as long as the backend says, or until something changes (an
 answer corrected the buckets, a more urgent waiter arrived). A waiter costs one small object
 and one future.
@@ -17,7 +17,6 @@ An admitted attempt is held until it is handed back, its lease renewed meanwhile
 from __future__ import annotations
 
 import asyncio
-import functools
 import heapq
 import logging
 import math
@@ -31,7 +30,8 @@ from throttle.headers import RateLimitSnapshot
 from throttle.held_tickets import HeldTickets
 from throttle.keys import BucketKey
 from throttle.pacing import Refusal
-from throttle.reservation import Admissions, Cost, Ticket
+from throttle.reservation import Cost, Ticket
+from throttle.shielded_admission import ShieldedAdmissions
 
 logger = logging.getLogger(__name__)
 ADMIT_AT_ONCE = 32  # waiters asked for in one backend call
@@ -76,8 +76,7 @@ class Admission:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._queues: dict[BucketKey, _KeyQueue] = {}
         self._held = HeldTickets(backend, clock)
-        self._deciding: set[asyncio.Future[Admissions]] = set()  # fast-path calls on their way
-        self._hand_backs: set[asyncio.Future[bool]] = set()  # of callers who left (fast path)
+        self._shielded = ShieldedAdmissions(backend, self.wake)  # fast path, shared backend
         self._closed = False
 
     def __repr__(self) -> str:
@@ -164,7 +163,7 @@ class Admission:
             if self._backend.answers_at_once:
                 admissions = await self._backend.try_admit(key, [cost])
             else:
-                admissions = await self._admit_shielded(key, cost)
+                admissions = await self._shielded.try_admit(key, cost)
         except BaseException:
             self._slots.release()
             raise
@@ -174,29 +173,6 @@ class Admission:
         ticket = admissions.tickets[0]
         self._held.hold(key, ticket)
         return ticket
-
-    async def _admit_shielded(self, key: BucketKey, cost: Cost) -> Admissions:
-        """Ask a backend that suspends; if the caller leaves meanwhile, hand back its ticket."""
-        call = asyncio.ensure_future(self._backend.try_admit(key, [cost]))
-        self._deciding.add(call)
-        call.add_done_callback(self._deciding.discard)
-        try:
-            return await asyncio.shield(call)
-        except asyncio.CancelledError:
-            call.add_done_callback(functools.partial(self._hand_back_unclaimed, key))
-            raise
-
-    def _hand_back_unclaimed(self, key: BucketKey, call: asyncio.Future[Admissions]) -> None:
-        """Return what a backend admitted for a caller who had already left."""
-        if call.cancelled() or call.exception() is not None:
-            return
-        for ticket in call.result().tickets:
-            hand_back = asyncio.ensure_future(
-                self._backend.complete(key, ticket, None, answered=False, succeeded=False)
-            )
-            self._hand_backs.add(hand_back)
-            hand_back.add_done_callback(self._hand_backs.discard)
-            hand_back.add_done_callback(lambda _done: self.wake(key))  # its place is free
 
     async def release(
         self,
@@ -263,10 +239,7 @@ class Admission:
             pump.cancel()
         # gather, not suppress(CancelledError): a cancellation of close() itself goes on.
         await asyncio.gather(*pumps, return_exceptions=True)
-        if self._deciding:  # asyncio.wait, which never cancels what it waits for
-            await asyncio.wait(list(self._deciding))
-        if self._hand_backs:
-            await asyncio.wait(list(self._hand_backs))
+        await self._shielded.finish()
 
     async def _pump(self, key: BucketKey, queue: _KeyQueue, first_wait: float = 0.0) -> None:
         try:
