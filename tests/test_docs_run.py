@@ -158,7 +158,8 @@ async def run_program(block: DocBlock, tmp_path: Path, redis_url: str | None) ->
             argv = ["bash", "-eu", "-o", "pipefail", "-c", block.code]
         await run_in_subprocess(block, argv, tmp_path, env)
         if any(name in block.code for name in ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")):
-            assert sim.stats.received > 0, f"{block.name} sent nothing to the simulator"
+            sent = sim.stats.received + sim.stats.batch.total_requests
+            assert sent > 0, f"{block.name} sent nothing to the simulator"
     results = tmp_path / "requests_results.jsonl"
     if results.exists():
         lines = [json.loads(line) for line in results.read_text().splitlines()]

@@ -1,9 +1,12 @@
 """throttle: push requests through OpenAI-compatible APIs as fast as the limits allow.
 
 The public surface is small: :class:`Throttle` (the client and scheduler), token estimation,
-header parsing, the error hierarchy, limit and policy values, and the event types.
+header parsing, the error hierarchy, limit and policy values, and the event types; for offline
+jobs, :class:`BatchExecutor` (the Batch API) with :func:`batch_status` and
+:func:`cancel_open_batches`.
 """
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +55,11 @@ from throttle.limit_settings import AdmissionPolicy, Limits
 from throttle.options import ThrottleOptions
 from throttle.retry import RetryPolicy
 
-if TYPE_CHECKING:  # the real signature for type checkers; loaded lazily at run time
+if TYPE_CHECKING:  # the real signatures for type checkers; loaded lazily at run time
     from throttle.adapters.openai_sdk import wrap_openai
+    from throttle.batch_admin import batch_status, cancel_open_batches
+    from throttle.batch_executor import BatchExecutor
+    from throttle.batch_options import BatchOptions
 
 try:
     __version__ = version("throttle-llm")
@@ -67,6 +73,8 @@ __all__ = [
     "BackendAvailabilityChanged",
     "BackendListener",
     "BackendUnavailableError",
+    "BatchExecutor",
+    "BatchOptions",
     "BucketKey",
     "CapacityUnavailableError",
     "ClosedError",
@@ -106,6 +114,8 @@ __all__ = [
     "UsageReported",
     "Verdict",
     "__version__",
+    "batch_status",
+    "cancel_open_batches",
     "classify_response",
     "estimate_tokens",
     "parse_duration",
@@ -115,15 +125,27 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Load ``wrap_openai`` and the metrics on first use: ``import throttle`` stays light.
+_BATCH = {
+    "BatchExecutor": "throttle.batch_executor",
+    "BatchOptions": "throttle.batch_options",
+    "batch_status": "throttle.batch_admin",
+    "cancel_open_batches": "throttle.batch_admin",
+}
 
-    (``wrap_openai`` needs the openai extra; the metrics import prometheus-client.)
+
+def __getattr__(name: str) -> Any:
+    """Load ``wrap_openai``, metrics and batch mode on first use: ``import throttle`` stays light.
+
+    (``wrap_openai`` needs the openai extra; the metrics import prometheus-client; batch mode
+    imports aiohttp.)
     """
     if name in ("PrometheusMetrics", "serve_metrics"):
         from throttle import metrics  # noqa: PLC0415 - lazy on purpose
 
         return getattr(metrics, name)
+    if name in _BATCH:
+        module = importlib.import_module(_BATCH[name])
+        return getattr(module, name)
     if name == "wrap_openai":
         try:
             from throttle.adapters.openai_sdk import wrap_openai  # noqa: PLC0415 - lazy on purpose

@@ -1,4 +1,4 @@
-"""The ``throttle`` command: ``run``, ``demo`` and ``simulate``."""
+"""The ``throttle`` command: ``run``, ``batches``, ``demo`` and ``simulate``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from throttle.batch_cli import batch_options, batches_command
+from throttle.batch_run import batch_executor
 from throttle.cli_parser import build_parser
 from throttle.errors import ConfigurationError, ThrottleError
 from throttle.job_figures import theoretical_minimum
@@ -92,14 +94,26 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
     )
 
 
+_ONLINE_ONLY = {"--rpm": "rpm", "--tpm": "tpm", "--redis": "redis"}  # flag -> its argument
+
+
 async def _run(args: argparse.Namespace) -> int:
     options = _run_options(args)
     metrics = None
     if args.metrics_port is not None:
         metrics = PrometheusMetrics()
         serve_metrics(metrics, args.metrics_port)
+    executor = None
+    if args.mode == "batch":
+        executor = batch_executor(options, batch_options(args))
+        unused = [flag for flag, value in _ONLINE_ONLY.items() if getattr(args, value)]
+        if unused:
+            logging.getLogger("throttle.batch").warning(
+                "--mode batch ignores %s (online limits only)", ", ".join(unused)
+            )
     runner = JobRunner(
         options,
+        executor=executor,
         live_progress=sys.stderr.isatty() and not args.no_progress,
         show_progress=not args.no_progress,
         on_event=metrics,
@@ -168,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return asyncio.run(_run(args))
+        if args.command == "batches":
+            return asyncio.run(batches_command(args))
         if args.command == "demo":
             if args.requests < 1:
                 raise ConfigurationError("--requests must be at least 1")

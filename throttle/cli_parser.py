@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from throttle import __version__
+from throttle.batch_cli import add_batch_run_options, add_batches_options
 from throttle.errors import ConfigurationError
 from throttle.limit_settings import default_max_in_flight
 from throttle.testing import ModelLimits
@@ -151,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (default: none, no metrics)",
     )
+    add_batch_run_options(run)
+    batches = _subcommand(
+        commands, "batches", "show or cancel the batches of a job run with --mode batch"
+    )
+    add_batches_options(batches)
     demo = _subcommand(commands, "demo", "run a job against the built-in simulated API")
     demo.add_argument("--requests", type=int, default=3000, help="chat requests to send")
     demo.add_argument("--tpm", type=int, default=3_000_000, help="the API's tokens per minute")

@@ -18,7 +18,8 @@ The hierarchy::
     ├── QueueFullError              max_queued requests held, and the caller would not wait
     ├── BackendUnavailableError     shared limit state unreachable, and the backend fails closed
     ├── MisconfiguredError          nothing succeeded and the URL cannot work (404, no server)
-    └── JobAbortedError             a job cannot go on (its key or URL was rejected)
+    ├── JobAbortedError             a job cannot go on (its key or URL was rejected)
+    └── BatchLineError              the Batch API gave a line no answer (expired, failed batch)
 
 Server-originated errors carry an :class:`ErrorDetails` (status, code, type, message,
 request id); every error that ends a request carries the number of attempts it took.
@@ -281,6 +282,27 @@ class JobAbortedError(ThrottleError):
     def __init__(self, message: str, cause: ThrottleError) -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class BatchLineError(ThrottleError):
+    """The Batch API gave a line no answer it could end with, in every batch it was allowed.
+
+    Its batches expired before reaching it (``batch_expired``), were cancelled, failed
+    validation, or the line can never be batched (``line_too_large``).
+
+    Attributes:
+        kind: the cause's code, recorded as the result's error ``code``.
+        batch_id: the last batch it was in, if any.
+        attempts: the batches it was in.
+    """
+
+    def __init__(
+        self, message: str, kind: str, *, batch_id: str | None = None, attempts: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.batch_id = batch_id
+        self.attempts = attempts
 
 
 @contextmanager
