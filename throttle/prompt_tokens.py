@@ -12,10 +12,17 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from throttle.body_nesting import (
+    LEAVES,
+    NestingFault,
+    fields_nest_within,
+    nests_within,
+    refuse_nesting,
+)
 from throttle.errors import InvalidRequestError
-from throttle.tokenizer import TextCounter
+from throttle.text_counter import TextCounter
 
 TOKENS_PER_MESSAGE = 3  # <|start|>{role}<|message|>...<|end|> framing, per the cookbook
 TOKENS_PER_NAME = 1
@@ -25,15 +32,11 @@ IMAGE_TOKENS_LOW = 85
 IMAGE_TOKENS_HIGH = 765  # a 1024x1024 image at high detail: 85 + 4 tiles x 170
 AUDIO_TOKENS_PER_SECOND = 10
 AUDIO_BYTES_PER_SECOND = 16_000  # 128 kbit/s: overestimates the length of compressed audio
-MAX_NESTING = 100
-"""Deepest nesting of objects and lists a body may have; tools' JSON schemas need about 10.
-
-Deeper bodies (and circular ones) are refused before counting, so counting them can never
-exhaust Python's recursion limit.
-"""
+_MESSAGE_VALUE_DEPTH = 3  # body -> list of messages -> message -> value
 
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text", "refusal"})
 _IMAGE_PART_TYPES = frozenset({"image_url", "input_image"})
+_TOOL_FIELDS = frozenset({"tools", "functions", "response_format", "text"})
 
 
 Counter = Callable[[str], int]
@@ -65,49 +68,18 @@ def count_prompt_tokens(kind: str, body: Mapping[str, object], count: TextCounte
 
     Raises:
         InvalidRequestError: a field has an unexpected type, is circular, is nested more than
-            :data:`MAX_NESTING` levels deep or cannot be written as JSON; the message names
-            the field.
+            :data:`~throttle.body_nesting.MAX_NESTING` levels deep or cannot be written as
+            JSON; the message names the field.
     """
-    _check_nesting(body, (), set())
-    return _PROMPT_COUNTERS[kind](body, count)
-
-
-_LEAVES = frozenset({str, int, float, bool, type(None)})
-
-
-def _check_nesting(
-    value: object, path: tuple[tuple[object, bool], ...], enclosing: set[int]
-) -> None:
-    """Refuse a value that contains itself or nests deeper than :data:`MAX_NESTING`.
-
-    ``enclosing`` holds the ids of the containers around ``value``; a value met again inside
-    itself is a cycle, while the same list used twice side by side is not. ``path`` holds the
-    (key, is a list index) steps to ``value``, spelled out only for an error message.
-    """
-    children: Iterable[tuple[object, object]]
-    if isinstance(value, list | tuple):
-        children, in_list = enumerate(value), True
-    elif isinstance(value, dict) or (type(value) not in _LEAVES and isinstance(value, Mapping)):
-        children, in_list = value.items(), False  # dict first: the ABC check is slow
-    else:
-        return
-    if id(value) in enclosing:
-        raise InvalidRequestError(f"{_where(path)} is circular: it contains itself")
-    if len(path) >= MAX_NESTING:
-        raise InvalidRequestError(f"{_where(path)} is nested more than {MAX_NESTING} levels deep")
-    enclosing.add(id(value))
-    for key, child in children:
-        if type(child) not in _LEAVES:  # most children are strings and numbers: skip at once
-            _check_nesting(child, (*path, (key, in_list)), enclosing)
-    enclosing.discard(id(value))
-
-
-def _where(path: tuple[tuple[object, bool], ...]) -> str:
-    """Spell a path the way error messages name fields: ``messages[0].content``."""
-    where = ""
-    for key, is_index in path:
-        where = f"{where}[{key}]" if is_index else (f"{where}.{key}" if where else str(key))
-    return where
+    # Every field is checked for nesting before it is counted: the message list as it is
+    # counted (a message's strings need no check), the other fields first.
+    walked = _MESSAGE_LISTS.get(kind)
+    if not fields_nest_within(body.values(), body.get(walked) if walked else None):
+        refuse_nesting(body)
+    try:
+        return _PROMPT_COUNTERS[kind](body, count)
+    except NestingFault:
+        refuse_nesting(body)
 
 
 def _json_tokens(value: object, count: Counter, where: str) -> int:
@@ -169,28 +141,38 @@ def _content_tokens(content: object, count: Counter, where: str) -> int:
     )
 
 
-def _message_tokens(message: object, count: Counter, where: str) -> int:
-    if not isinstance(message, Mapping):
-        raise InvalidRequestError(f"{where} must be an object, got {type_name(message)}")
-    tokens = TOKENS_PER_MESSAGE
-    for key, value in message.items():
-        if key == "content":
-            tokens += _content_tokens(value, count, f"{where}.content")
-        elif key == "name":
-            tokens += _content_tokens(value, count, f"{where}.name") + TOKENS_PER_NAME
-        elif isinstance(value, str):
-            tokens += count(value)
-        elif value is not None:
-            tokens += _json_tokens(value, count, f"{where}.{key}")
-    return tokens
-
-
 def _messages_tokens(messages: object, count: Counter, field: str) -> int:
-    if not isinstance(messages, list):
+    """Count a list of messages; a message's place is spelled only for an error message."""
+    if type(messages) is not list and not isinstance(messages, list):
         raise InvalidRequestError(
             f"'{field}' must be a list of messages, got {type_name(messages)}"
         )
-    return sum(_message_tokens(m, count, f"{field}[{i}]") for i, m in enumerate(messages))
+    tokens = 0
+    for index, message in enumerate(messages):
+        if type(message) is not dict and not isinstance(message, Mapping):
+            raise InvalidRequestError(
+                f"{field}[{index}] must be an object, got {type_name(message)}"
+            )
+        tokens += TOKENS_PER_MESSAGE
+        for key, value in message.items():
+            if type(value) is str:  # role, content, name: nearly every value of every message
+                tokens += count(value) + TOKENS_PER_NAME if key == "name" else count(value)
+            elif value is not None or key == "name":
+                tokens += _value_tokens(key, value, count, f"{field}[{index}]")
+    return tokens
+
+
+def _value_tokens(key: object, value: object, count: Counter, where: str) -> int:
+    """Count a message's value other than a plain string: parts, a name, JSON."""
+    if type(value) not in LEAVES and not nests_within(value, _MESSAGE_VALUE_DEPTH):
+        raise NestingFault
+    if key == "content":
+        return _content_tokens(value, count, f"{where}.content")
+    if key == "name":  # a name costs its text and one token more, whatever its value
+        return _content_tokens(value, count, f"{where}.name") + TOKENS_PER_NAME
+    if isinstance(value, str):
+        return count(value)
+    return _json_tokens(value, count, f"{where}.{key}")
 
 
 def _tools_tokens(body: Mapping[str, object], count: Counter) -> int:
@@ -207,14 +189,16 @@ def _tools_tokens(body: Mapping[str, object], count: Counter) -> int:
         )
     format_field = "response_format" if "response_format" in body else "text"
     response_format = body.get(format_field)
-    if isinstance(response_format, Mapping):
+    if response_format is not None and isinstance(response_format, Mapping):
         tokens += _json_tokens(response_format, count, format_field)
     return tokens
 
 
 def _chat_prompt(body: Mapping[str, object], count: Counter) -> int:
-    messages = _messages_tokens(body.get("messages"), count, "messages")
-    return messages + REPLY_PRIMING + _tools_tokens(body, count)
+    tokens = _messages_tokens(body.get("messages"), count, "messages") + REPLY_PRIMING
+    if _TOOL_FIELDS.isdisjoint(body):  # nearly every request: skip the four lookups
+        return tokens
+    return tokens + _tools_tokens(body, count)
 
 
 def _responses_prompt(body: Mapping[str, object], count: Counter) -> int:
@@ -229,7 +213,7 @@ def _responses_prompt(body: Mapping[str, object], count: Counter) -> int:
         raise InvalidRequestError(
             f"'input' must be a string or a list of items, got {type_name(items)}"
         )
-    return tokens + sum(_message_tokens(m, count, f"input[{i}]") for i, m in enumerate(items))
+    return tokens + _messages_tokens(items, count, "input")
 
 
 def _token_array_or_text(item: object, count: Counter, where: str) -> int:
@@ -271,6 +255,9 @@ def _strings(value: object) -> Sequence[str]:
         return [s for v in value for s in _strings(v)]
     return []
 
+
+_MESSAGE_LISTS = {"chat": "messages", "responses": "input"}
+"""The field each API counts message by message: its values are checked as they are counted."""
 
 _PROMPT_COUNTERS: dict[str, Callable[[Mapping[str, object], TextCounter], int]] = {
     "chat": _chat_prompt,
