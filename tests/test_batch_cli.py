@@ -5,9 +5,15 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.batch_sim import FAST_OPTIONS, KEY, MODEL, simulator
+from throttle.batch_cli import batch_options
 from throttle.batch_executor import BatchExecutor
 from throttle.batch_journal import journal_path_for
+from throttle.batch_options import BatchOptions
+from throttle.cli_parser import build_parser
+from throttle.errors import ConfigurationError
 from throttle.executor import JobLine
 from throttle.testing import ManualClock
 
@@ -83,3 +89,15 @@ async def test_status_shows_and_cancel_cancels_the_open_batches_of_a_stopped_job
 def _batch_id(table: str) -> str:
     """The one batch id a status table shows."""
     return next(word for word in table.split() if word.startswith("batch_"))
+
+
+@pytest.mark.parametrize("tokens", ["0", "-5"])
+def test_an_enqueued_limit_below_one_token_is_refused(tokens: str) -> None:
+    """``--batch-enqueued-tokens 0`` would fail every line: refused, like the other sizes."""
+    run = ["run", "in.jsonl", "--url", "http://x/v1/embeddings", "--mode", "batch"]
+    args = build_parser().parse_args([*run, "--batch-enqueued-tokens", tokens])
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        batch_options(args)
+    with pytest.raises(ConfigurationError):
+        BatchOptions(enqueued_by_model={"m": 0})
+    assert BatchOptions(enqueued_tokens=1).enqueued_tokens == 1

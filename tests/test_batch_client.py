@@ -1,5 +1,6 @@
 """The Files and Batch API client: multipart uploads, retries with backoff, streamed downloads."""
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from throttle.batch_client import BatchClient
-from throttle.errors import APIStatusError, RetryExhaustedError, TransportError
+from throttle.errors import APIStatusError, RetryExhaustedError, ServerError, TransportError
 from throttle.retry import RetryPolicy
 
 FILE = {"id": "file-1", "object": "file", "filename": "a.jsonl", "purpose": "batch"}
@@ -70,22 +71,48 @@ def server_error(status: int = 500) -> Scripted:
     return status, {}, {"error": {"message": "boom", "type": "server_error", "code": None}}
 
 
-async def test_an_upload_is_multipart_and_retried_after_5xx_with_jittered_backoff() -> None:
-    """Two 5xx, then the file: the same form each time, waits growing with jitter."""
-    waits: list[float] = []
-    async with scripted(server_error(), server_error(503), (200, {}, FILE)) as (root, script):
-        api = client(root, waits)
+async def test_an_upload_is_multipart_with_the_batch_purpose() -> None:
+    """The file goes as a multipart form, ``purpose=batch``, with the key as a bearer token."""
+    async with scripted((200, {}, FILE)) as (root, script):
+        api = client(root, [])
         uploaded = await api.upload("a.jsonl", b'{"x": 1}\n')
         await api.aclose()
     assert uploaded == FILE
-    assert [seen["path"] for seen in script.seen] == ["/v1/files"] * 3
-    assert all(seen["auth"] == "Bearer sk-x" for seen in script.seen)
-    assert all(
-        seen["form"] == {"purpose": "batch", "file": ("a.jsonl", b'{"x": 1}\n')}
-        for seen in script.seen
-    )
+    assert [seen["path"] for seen in script.seen] == ["/v1/files"]
+    assert script.seen[0]["auth"] == "Bearer sk-x"
+    assert script.seen[0]["form"] == {"purpose": "batch", "file": ("a.jsonl", b'{"x": 1}\n')}
+
+
+async def test_a_read_is_retried_after_5xx_with_jittered_backoff() -> None:
+    """Two 5xx, then the batch: waits growing with jitter."""
+    waits: list[float] = []
+    answers: list[Scripted] = [server_error(), server_error(503), (200, {}, {"id": "batch_1"})]
+    async with scripted(*answers) as (root, script):
+        api = client(root, waits)
+        batch = await api.retrieve_batch("batch_1")
+        await api.aclose()
+    assert batch == {"id": "batch_1"}
+    assert len(script.seen) == 3
     assert len(waits) == 2
     assert 0 < waits[0] <= 2.0 <= waits[1] <= 3.0  # the policy's backoff, doubling, jittered
+
+
+@pytest.mark.parametrize("status", [500, 502, 504, 408])
+async def test_an_upload_or_create_answered_5xx_or_408_is_not_repeated(status: int) -> None:
+    """The server may have acted before the gateway answered: raised at once, for a look-up."""
+    async with scripted(server_error(status), (200, {}, FILE)) as (root, script):
+        api = client(root, [])
+        try:
+            with pytest.raises(ServerError) as upload_failed:
+                await api.upload("a.jsonl", b'{"x": 1}\n')
+            script.seen.clear()  # the first answer again
+            with pytest.raises(ServerError) as create_failed:
+                await api.create_batch("file-1", "/v1/embeddings", {})
+        finally:
+            await api.aclose()
+    assert (upload_failed.value.status, upload_failed.value.attempts) == (status, 1)
+    assert (create_failed.value.status, create_failed.value.attempts) == (status, 1)
+    assert len(script.seen) == 1
 
 
 async def test_a_429_waits_as_long_as_retry_after_says() -> None:
@@ -192,3 +219,34 @@ async def test_a_download_cut_midway_starts_again_without_repeating_a_record() -
     assert got == records
     assert len(reads) == 2
     assert len(waits) == 1
+
+
+async def test_a_download_slower_than_the_timeout_ends_while_bytes_keep_coming() -> None:
+    """The timeout bounds each wait for bytes, not the whole file: a slow link finishes it."""
+    records = [{"custom_id": f"t-{i}"} for i in range(8)]
+
+    async def download(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for record in records:  # 0.8 s in all, four times the timeout
+            await response.write(json.dumps(record).encode() + b"\n")
+            await asyncio.sleep(0.1)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/files/{id}/content", download)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    policy = RetryPolicy(max_attempts=2, initial_backoff=0.0, max_backoff=0.0)
+    api = BatchClient(f"http://127.0.0.1:{port}/v1", "sk-x", retry=policy, timeout=0.2)
+    try:
+        async with contextlib.aclosing(api.file_records("file-9")) as stream:
+            got = [record async for record in stream]
+    finally:
+        await api.aclose()
+        await runner.cleanup()
+    assert got == records
+    assert api.calls == 1

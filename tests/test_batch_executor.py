@@ -1,14 +1,18 @@
 """``throttle run --mode batch`` against the simulated Batch API: every line ends exactly once."""
 
 import dataclasses
+import io
 import itertools
 import json
 import math
 import time
 from pathlib import Path
 
+import openai
+
 from tests.batch_sim import (
     FAST_OPTIONS,
+    KEY,
     MODEL,
     embedding_job,
     job_options,
@@ -18,8 +22,13 @@ from tests.batch_sim import (
     sim_vector,
     simulator,
 )
+from throttle.batch_journal import BatchJournal, journal_path_for, read_journal
+from throttle.batch_split import encode_line
+from throttle.estimate import estimate_tokens
 from throttle.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from throttle.testing import SimulatedAPI, SimulatorConfig
+
+EMBEDDINGS = "/v1/embeddings"
 
 
 async def test_a_20000_line_job_split_into_several_batches_ends_each_line_once(
@@ -213,3 +222,84 @@ async def test_retry_failed_sends_only_the_lines_that_ended_in_error_again(
     assert executor.counts.lines_retried >= len(failed)
     results = list(map(json.loads, options.output.read_text().splitlines()))
     assert {r["index"] for r in results if "response" in r} == set(range(400))
+
+
+async def test_a_limit_other_batches_fill_is_waited_out_not_learned_down_to_a_line(
+    tmp_path: Path,
+) -> None:
+    """Another job's batch holds the org's whole limit for a second: ours wait; none fails."""
+    embedding_job(tmp_path / "requests.jsonl", 50)
+    foreign = [{"model": MODEL, "input": "a"} for _ in range(2_000)]
+    limit = sum(estimate_tokens(EMBEDDINGS, body).total for body in foreign)
+    data = b"".join(encode_line(i, EMBEDDINGS, body) for i, body in enumerate(foreign))
+    async with simulator(time_scale=2_000.0, enqueued_tokens=limit, lines_per_second=1.0) as sim:
+        sdk = openai.AsyncOpenAI(base_url=sim.base_url, api_key=KEY, max_retries=0)
+        async with sdk:
+            other = await sdk.files.create(file=("other.jsonl", io.BytesIO(data)), purpose="batch")
+            await sdk.batches.create(
+                input_file_id=other.id, endpoint="/v1/embeddings", completion_window="24h"
+            )
+        options = job_options(sim, tmp_path)
+        status, executor, _ = await run_job(options)
+    assert status == EXIT_OK
+    assert all("response" in r for r in results_by_index(options.output).values())
+    steps = executor.budget.steps
+    assert steps
+    assert all((step.after, step.crowded) == (limit // 4, n) for n, step in enumerate(steps, 1))
+    assert read_journal(journal_path_for(options.output)).limits == {}  # no lesson kept
+
+
+async def test_a_configured_limit_overrides_a_limit_an_earlier_run_learned(
+    tmp_path: Path,
+) -> None:
+    """The journal learned 3 tokens (less than a line); --batch-enqueued-tokens undoes it."""
+    embedding_job(tmp_path / "requests.jsonl", 50)
+    async with simulator() as sim:
+        options = job_options(sim, tmp_path)
+        journal = BatchJournal(journal_path_for(options.output))
+        journal.append({"type": "job", "id": "j1", "api_root": sim.base_url})
+        journal.append({"type": "limit", "model": MODEL, "tokens": 3})
+        journal.close()
+        batch = dataclasses.replace(FAST_OPTIONS, enqueued_tokens=100_000)
+        status, _, _ = await run_job(options, batch)
+        stats = sim.stats.batch
+    assert status == EXIT_OK
+    assert (stats.files_uploaded, stats.lines_uploaded) == (1, 50)
+
+
+async def test_a_line_holding_a_lone_surrogate_goes_escaped_and_is_not_left_held(
+    tmp_path: Path,
+) -> None:
+    r"""``"\ud800"`` is valid JSON but no UTF-8: the line goes as ASCII escapes, like online."""
+    (tmp_path / "requests.jsonl").write_text(
+        json.dumps({"model": MODEL, "input": "ok"})
+        + "\n"
+        + '{"model": "%s", "input": "bad \\ud800 text"}\n' % MODEL  # noqa: UP031 - raw JSON
+    )
+    async with simulator() as sim:
+        options = job_options(sim, tmp_path)
+        status, executor, _ = await run_job(options)
+    results = results_by_index(options.output)
+    assert status == EXIT_OK
+    assert "response" in results[1]
+    assert not executor._held  # the leak this guards against
+
+
+async def test_a_journal_of_another_api_stops_the_job_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    """A rerun with another --url would poll batches it cannot see: exit 2, naming both."""
+    embedding_job(tmp_path / "requests.jsonl", 20)
+    async with simulator() as sim:
+        options = job_options(sim, tmp_path)
+        journal = BatchJournal(journal_path_for(options.output))
+        journal.append({"type": "job", "id": "j1", "api_root": "https://elsewhere.example/v1"})
+        journal.close()
+        status, _, runner = await run_job(options)
+        requests = sum(sim.stats.batch.requests.values())
+    assert status == EXIT_USAGE
+    assert runner.fatal is not None
+    assert "https://elsewhere.example/v1" in runner.fatal
+    assert sim.base_url in runner.fatal
+    assert requests == 0
+    assert options.output.read_text() == ""

@@ -2,6 +2,7 @@
 
 import json
 import random
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,32 @@ def test_a_journal_that_does_not_add_up_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"type": "created", "file_id": "nope", "batch_id": "b"}) + "\n")
     with pytest.raises(ConfigurationError, match="move it away"):
         read_journal(path)
+
+
+def test_a_file_name_is_never_journaled_twice() -> None:
+    """A second upload under a journaled name is refused: the name finds one file only."""
+    state = state_of(upload("f1", [0, 1]))
+    with pytest.raises(ValueError, match="journaled already"):
+        state.apply(upload("f1", [2, 3]))
+    assert state.files["f1"].indexes == [0, 1]
+    assert state.line_file == {0: "f1", 1: "f1"}
+
+
+def test_a_million_line_journal_replays_into_runs_not_lines(tmp_path: Path) -> None:
+    """20 files of 50,000 lines each: the state holds kilobytes, not 100 bytes a line."""
+    path = tmp_path / "j.jsonl"
+    records = [
+        upload(f"f{number}", [], 1) | {"lines": [[start, start + 50_000]]}
+        for number, start in enumerate(range(0, 1_000_000, 50_000))
+    ]
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    tracemalloc.start()
+    state = read_journal(path)
+    size, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert size < 1_000_000
+    assert (len(state.line_file), state.line_file[654_321]) == (1_000_000, "f13")
+    assert state.files["f13"].indexes[4_321] == 654_321
 
 
 def test_a_missing_journal_is_an_empty_one(tmp_path: Path) -> None:

@@ -1,12 +1,16 @@
 """Tests for reading a line's fate from a finished batch's records."""
 
+from throttle.batch_budget import LearningStep
 from throttle.batch_outcomes import (
     EXPIRED,
+    LINE_TOO_LARGE,
     NOT_RUN,
     RETRY_BATCH_FAILED,
+    TOKEN_LIMIT,
     failed_batch,
     final_error,
     not_run,
+    one_line_refused,
     read_record,
 )
 from throttle.errors import (
@@ -102,3 +106,15 @@ def test_a_line_out_of_attempts_ends_with_an_error_naming_the_cause() -> None:
     assert isinstance(cut, BatchLineError)
     assert cut.kind == NOT_RUN
     assert "cancelled" in str(cut)
+
+
+def test_a_line_refused_alone_ends_only_over_the_stated_limit() -> None:
+    """Alone over the server's stated limit: it never fits; else the refusal is an attempt."""
+    over = LearningStep("m", "batch_1", 900, None, 500, tokens=900, stated=500)
+    unstated = LearningStep("m", "batch_2", 900, None, 720, tokens=900)
+    ended, again = one_line_refused(over, 7), one_line_refused(unstated, 7)
+    assert ended.retry is None
+    assert isinstance(ended.error, BatchLineError)
+    assert ended.error.kind == LINE_TOO_LARGE
+    assert "500" in str(ended.error)
+    assert again.retry == TOKEN_LIMIT

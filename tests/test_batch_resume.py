@@ -192,8 +192,12 @@ async def test_status_and_cancel_see_the_jobs_open_batches_and_a_rerun_finishes_
 
 
 @contextlib.asynccontextmanager
-async def losing_one_answer(upstream: str, lost: str) -> AsyncIterator[str]:
+async def losing_one_answer(
+    upstream: str, lost: str, instead: int | None = None
+) -> AsyncIterator[str]:
     """A proxy to ``upstream`` that forwards the first ``lost`` request, then drops its answer.
+
+    With ``instead``, the answer is replaced by an error of that status (a gateway's 502).
 
     Yields:
         The proxy's API root.
@@ -210,6 +214,9 @@ async def losing_one_answer(upstream: str, lost: str) -> AsyncIterator[str]:
             status, kind = answer.status, answer.content_type
         if f"{request.method} {request.path}" == lost and not dropped:
             dropped.append(lost)
+            if instead is not None:  # the server acted; the gateway answers an error
+                error = {"error": {"message": "Bad gateway", "type": "server_error"}}
+                return web.json_response(error, status=instead)
             assert request.transport is not None
             request.transport.close()  # the server acted; its answer never arrives
         return web.Response(body=payload, status=status, content_type=kind)
@@ -229,13 +236,14 @@ async def losing_one_answer(upstream: str, lost: str) -> AsyncIterator[str]:
     assert dropped == [lost]
 
 
+@pytest.mark.parametrize("instead", [None, 502, 500, 408])
 @pytest.mark.parametrize("lost", ["POST /v1/files", "POST /v1/batches"])
 async def test_an_answer_lost_after_the_server_acted_is_looked_up_not_repeated(
-    tmp_path: Path, lost: str
+    tmp_path: Path, lost: str, instead: int | None
 ) -> None:
-    """No answer to an upload or a create: the executor finds what the server made."""
+    """No answer (or a 5xx, 408) to an upload or a create: the executor finds what was made."""
     lines = job_lines(40)
-    async with simulator() as sim, losing_one_answer(sim.base_url, lost) as proxy:
+    async with simulator() as sim, losing_one_answer(sim.base_url, lost, instead) as proxy:
         batch = dataclasses.replace(FAST_OPTIONS, max_requests=20)
         rerun = BatchExecutor(proxy, KEY, batch, journal=tmp_path / "j", endpoint=EMBEDDINGS)
         results = await run_all(rerun, lines)

@@ -22,7 +22,7 @@ from throttle.executor import JobLine, LineResult
 from throttle.job_input import InputLine, read_lines
 from throttle.online_executor import join_line_url
 from throttle.run_options import RunOptions
-from throttle.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobRunner
+from throttle.runner import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, JobRunner
 
 
 class BodyExecutor:
@@ -210,3 +210,30 @@ def test_a_line_urls_query_comes_back_as_parameters() -> None:
     """Azure's api-version in a line's url becomes a query parameter, not part of the path."""
     joined = join_line_url("https://n.openai.azure.com/openai/v1", "/v1/embeddings?api-version=x")
     assert joined == ("embeddings", {"api-version": "x"})
+
+
+class StoppingExecutor(BodyExecutor):
+    """Stops on its own after ``answered`` lines (as a batch job cancelled from elsewhere)."""
+
+    def __init__(self, answered: int) -> None:
+        super().__init__(capacity=1)
+        self.answered = answered
+
+    async def execute(self, line: JobLine) -> LineResult | None:
+        """Answer the first lines, then stop."""
+        if len(self.executed) >= self.answered:
+            self.stopped = True
+        return await super().execute(line)
+
+
+async def test_lines_an_executor_gives_back_unrun_make_the_job_exit_as_interrupted(
+    tmp_path: Path,
+) -> None:
+    """No signal, but lines left without a result: exit 130, and a rerun finishes them."""
+    options = job(tmp_path, [{"n": i} for i in range(6)])
+    status = await JobRunner(options, executor=StoppingExecutor(2), show_progress=False).run()
+    assert status == EXIT_INTERRUPTED
+    assert sorted(record["index"] for record in records(options)) == [0, 1]
+    status = await JobRunner(options, executor=BodyExecutor(), show_progress=False).run()
+    assert status == EXIT_OK
+    assert sorted(record["index"] for record in records(options)) == list(range(6))

@@ -7,6 +7,13 @@ strategies), waiting as long as a ``retry-after`` says; what cannot pass raises 
 error for it, mapped once here: :class:`APIStatusError` (and its subclasses) for an error
 answer, :class:`RetryExhaustedError` when the attempts ran out, :class:`TransportError` for no
 usable answer.
+
+A call that creates something (an upload, a batch) is never repeated blindly: without an
+answer, or with a 5xx or 408 (a gateway may answer so after the server acted), whether it
+happened is unknown, so the error is raised at once for the caller to look the object up
+before creating it again (:mod:`throttle.batch_steps`). A file's bytes (an upload, a download)
+may take longer than ``timeout`` on a slow link: there ``timeout`` bounds each wait for the
+peer, not the whole transfer.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ from throttle.setup_check import setup_problem
 
 DEFAULT_RETRY = RetryPolicy(max_attempts=8, initial_backoff=1.0, max_backoff=60.0)
 MAX_RATE_LIMITED = 30  # 429 answers one call waits out before it gives up
+# The slowest upload waited for, in bytes per second: aiohttp's read timeout starts only once
+# the body is sent, so a peer that stops reading it is bounded by the body's size at this rate.
+UPLOAD_FLOOR_RATE = 50_000
 _CHUNK = 1 << 16
 
 
@@ -54,7 +64,8 @@ class BatchClient:
         api_root: the API root, e.g. ``https://api.openai.com/v1``.
         api_key: the key (``api-key`` header for Azure URLs, else a bearer token).
         retry: attempts and backoff of each call.
-        timeout: seconds one attempt may take (an upload of 200 MB takes a while).
+        timeout: seconds one attempt may take; for a file's content (an upload, a download),
+            seconds without progress (a 200 MB file takes a while on a slow link).
         sleep: how the client waits between attempts (a test can hand in a fake).
     """
 
@@ -85,6 +96,7 @@ class BatchClient:
         Raises:
             TransportError: no answer came; the file may or may not be stored (look it up
                 by name before uploading it again).
+            ServerError: a 5xx or 408 came; the file may or may not be stored, likewise.
         """
 
         def form() -> aiohttp.FormData:
@@ -93,7 +105,8 @@ class BatchClient:
             data.add_field("file", content, filename=name, content_type="application/jsonl")
             return data
 
-        return await self._call("POST", "/files", form=form, once=True)
+        timeout = self._streaming(total=self._timeout + len(content) / UPLOAD_FLOOR_RATE)
+        return await self._call("POST", "/files", form=form, once=True, timeout=timeout)
 
     async def create_batch(
         self, file_id: str, endpoint: str, metadata: Mapping[str, str]
@@ -103,6 +116,7 @@ class BatchClient:
         Raises:
             TransportError: no answer came; the batch may or may not exist (look it up with
                 :meth:`find_batch` before creating it again).
+            ServerError: a 5xx or 408 came; the batch may or may not exist, likewise.
         """
         payload = {
             "input_file_id": file_id,
@@ -143,7 +157,8 @@ class BatchClient:
         """Yield the JSON records of a file's content, one per line, as they arrive.
 
         A download cut short starts again, skipping the records already yielded (a file's
-        content never changes).
+        content never changes). ``timeout`` bounds each wait for the next bytes, not the
+        whole download, which may take longer on a slow link.
 
         Raises:
             APIStatusError: the file cannot be read (404: deleted, or never existed).
@@ -156,7 +171,7 @@ class BatchClient:
             self.calls += 1
             seen = 0
             try:
-                async with self._http().get(url) as response:
+                async with self._http().get(url, timeout=self._streaming()) as response:
                     if response.status != 200:
                         raw = await response.read()
                         error: ThrottleError | None = read_answer(
@@ -189,20 +204,24 @@ class BatchClient:
         form: Callable[[], aiohttp.FormData] | None = None,
         final: Collection[int] = (),
         once: bool = False,
+        timeout: aiohttp.ClientTimeout | None = None,  # noqa: ASYNC109 - aiohttp's, per request
     ) -> dict[str, Any]:
         """Send a request until it succeeds, or raise why it did not.
 
         The body is JSON (``body``) or multipart (``form``, built per attempt). ``final``
         statuses are not retried. With ``once`` the request creates something, and a failure
-        without an answer (whether it did is unknown) is raised, for a look-up first.
+        after which whether it did is unknown (no answer, a 5xx, a 408) is raised, for a
+        look-up first. ``timeout`` replaces the session's for this call.
         """
         url = f"{self.api_root}{path}"
+        # aiohttp reads timeout=None as "no timeout": the session's applies unless one is given
+        options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         attempt = limited = 0
         while True:
             self.calls += 1
             try:
                 async with self._http().request(
-                    method, url, json=body, params=params, data=form() if form else None
+                    method, url, json=body, params=params, data=form() if form else None, **options
                 ) as response:
                     raw = await response.read()
                 outcome: Answer[Any] | ThrottleError = read_answer(
@@ -217,8 +236,8 @@ class BatchClient:
                 self.proven = True
                 return dict(outcome.value or {})
             assert error is not None  # noqa: S101 - an answer without an error returned above
-            unknown = once and isinstance(error, TransportError) and setup_problem(error) is None
-            if unknown or (isinstance(error, APIStatusError) and error.status in final):
+            is_final = isinstance(error, APIStatusError) and error.status in final
+            if is_final or (once and _outcome_unknown(error)):
                 error.attempts = attempt + limited + 1
                 raise error
             if isinstance(error, RateLimitError):
@@ -252,6 +271,12 @@ class BatchClient:
             raise failure
         await self._sleep(decision.after)
 
+    def _streaming(self, total: float | None = None) -> aiohttp.ClientTimeout:
+        """The timeout of a file's content: ``timeout`` per wait for the peer, ``total`` in all."""
+        return aiohttp.ClientTimeout(
+            total=total, sock_connect=self._timeout, sock_read=self._timeout
+        )
+
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
@@ -273,6 +298,17 @@ class BatchClient:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+def _outcome_unknown(error: ThrottleError) -> bool:
+    """Whether a request that creates something may have done so although it ``error``-ed.
+
+    No answer (short of a set-up that cannot work: nothing was reached), or a 5xx or 408: a
+    gateway or a timeout may answer so after the server acted.
+    """
+    if isinstance(error, TransportError):
+        return setup_problem(error) is None
+    return isinstance(error, APIStatusError) and (error.status >= 500 or error.status == 408)
 
 
 def _failed(failure: BaseException, what: str) -> TransportError:

@@ -30,7 +30,12 @@ from throttle.batch_split import batch_endpoint
 from throttle.batch_steps import BatchCounts, BatchSteps
 from throttle.batch_submitter import BatchSubmitter
 from throttle.batch_tasks import BackgroundTasks
-from throttle.errors import InvalidRequestError, JobAbortedError, ThrottleError
+from throttle.errors import (
+    ConfigurationError,
+    InvalidRequestError,
+    JobAbortedError,
+    ThrottleError,
+)
 from throttle.estimate import estimate_tokens
 from throttle.events import EventListener
 from throttle.executor import JobLine, LineResult
@@ -104,6 +109,8 @@ class BatchExecutor:
             spawn=self._tasks.spawn,
             deliver=self.deliver,
             fatal=self._fatal,
+            abort=self._abort,
+            cancelled=self._submitter.stop,
             journal_failed=self._journal_failed,
         )
 
@@ -139,7 +146,7 @@ class BatchExecutor:
         """
         if self._aborted is not None:
             raise self._aborted
-        if self._stopped:
+        if self._stopped or self._submitter.stopped:
             return None
         self._start()
         endpoint = (line.url and batch_endpoint(line.url)) or self._default_endpoint
@@ -153,8 +160,8 @@ class BatchExecutor:
         future: asyncio.Future[LineResult | None] = asyncio.get_running_loop().create_future()
         held = HeldLine(line, endpoint, str(line.body["model"]), tokens, future, self._clock())
         self._held[line.index] = held
-        self._route(held)
         try:
+            self._route(held)
             return await future
         finally:
             if self._held.get(line.index) is held:
@@ -172,18 +179,25 @@ class BatchExecutor:
         """Start on first use: take up the journal's files, start submitting and polling.
 
         Raises:
-            JobAbortedError: the journal cannot be written.
+            JobAbortedError: the journal is another API's, or cannot be written.
         """
         if self._started:
             return
         self._started = True
         try:
             self._steps.begin()
+        except ConfigurationError as error:
+            self._abort(JobAbortedError(f"{error} (nothing was lost)", error))
+            assert self._aborted is not None  # noqa: S101 - set just above
+            raise self._aborted from error
         except OSError as error:
             self._journal_failed(error)
             assert self._aborted is not None  # noqa: S101 - set just above
             raise self._aborted from error
-        for model, tokens in self._journal.state.limits.items():
+        state = self._journal.state
+        for model, tokens in state.ran():
+            self.budget.passed(model, tokens)
+        for model, tokens in state.limits.items():
             self.budget.learn(model, tokens)
         self._files.update(tracked_files(self._journal.state))
         for tracked in self._files.values():
@@ -240,6 +254,9 @@ class BatchExecutor:
         self._retry(held, outcome.retry)
 
     def _retry(self, held: HeldLine, reason: str) -> None:
+        if self._submitter.stopped:
+            held.end(None)  # no later batch in this run: it runs next time
+            return
         self.counts.lines_retried += 1
         self._events.retried(held, reason)
         self._submitter.plan(held)
@@ -269,10 +286,10 @@ class BatchExecutor:
             error = JobAbortedError(why, ThrottleError(why))
         if self._aborted is None:
             self._aborted = error
-        self._halt()
         for held in self._held.values():
             if not held.future.done():
                 held.future.set_exception(error)
+        self._halt()
 
     def _halt(self) -> None:
         """Submit, poll and read nothing more."""

@@ -10,16 +10,18 @@ looked up before they are repeated (``intent_unresolved``, ``maybe_created``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from throttle.batch_journal import JournalFile, JournalState
+from throttle.batch_outcomes import TOKEN_LIMIT
 from throttle.batch_split import FilePlan
 from throttle.executor import JobLine, LineResult
 
-TOKEN_LIMIT = "token_limit_exceeded"  # noqa: S105 - an error code, not a secret
 ENDED_STATUSES = frozenset({"completed", "expired", "cancelled", "failed"})
 RUNNING_STATUSES = frozenset({"in_progress", "finalizing", "cancelling"})
+CANCELLED_STATUSES = frozenset({"cancelling", "cancelled"})
 
 
 class Step(StrEnum):
@@ -56,6 +58,8 @@ class TrackedFile:
         intent_unresolved: an earlier run began uploading it: look for it on the server.
         maybe_created: an earlier run may have created a batch from it: look that up first.
         from_earlier_run: its batch ended in an earlier run.
+        watched: this run saw its batch uncancelled (created it, or polled it so): a cancel
+            then came from outside while the job ran, and stops it.
         interval: seconds between its last two polls.
         next_poll: when to poll its batch next (the executor's clock).
         not_before: when to try its next step again after a transient failure.
@@ -64,7 +68,7 @@ class TrackedFile:
     name: str
     model: str
     endpoint: str
-    indexes: list[int]
+    indexes: Sequence[int]
     tokens: int
     step: Step = Step.PLANNED
     plan: FilePlan | None = None
@@ -79,6 +83,7 @@ class TrackedFile:
     intent_unresolved: bool = False
     maybe_created: bool = False
     from_earlier_run: bool = False
+    watched: bool = False
     interval: float | None = None
     next_poll: float = 0.0
     not_before: float = 0.0

@@ -23,8 +23,9 @@ batch was created (a crash before it is covered by looking the file's batch up o
 server); ``ended`` when a batch stopped, before its lines' results are handed on; ``dropped``
 when a file's lines moved to other files; ``limit`` when an enqueued-token limit was learned.
 ``lines`` holds the lines' indexes as ``[start, stop)`` ranges, in file order. A line belongs
-to the last file that names it. A record torn by a crash is cut off when the journal is
-opened again.
+to the last file that names it. A file name is journaled once (its ``upload``): a rerun finds
+a file on the server by its name, so a name must never stand for two files. A record torn by
+a crash is cut off when the journal is opened again.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from io import BufferedWriter
 from pathlib import Path
 from typing import Any
 
+from throttle.batch_lines import LineOwners, LineRuns
 from throttle.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ class JournalFile:
         name: its unique file name (how the server's copy is found after a crash).
         model: the model of its lines.
         endpoint: their endpoint.
-        indexes: its lines' indexes, in file order.
+        indexes: its lines' indexes, in file order (kept as runs: a job may hold millions).
         tokens: their estimated enqueued tokens.
         file_id: the server's id, once uploaded.
         uploaded_at: the server's ``created_at`` of the file (Unix seconds).
@@ -109,7 +111,7 @@ class JournalFile:
     name: str
     model: str
     endpoint: str
-    indexes: list[int]
+    indexes: LineRuns
     tokens: int
     file_id: str | None = None
     uploaded_at: int | None = None
@@ -126,7 +128,7 @@ class JournalState:
         api_root: the API root the job's files and batches live at.
         files: every file, by name, in the order they were planned.
         batches: every batch, by id.
-        line_file: each line's index -> the name of the last file that holds it.
+        line_file: each line's index -> the name of the last file that holds it (as runs).
         limits: enqueued-token limits learned, by model.
     """
 
@@ -134,7 +136,7 @@ class JournalState:
     api_root: str | None = None
     files: dict[str, JournalFile] = field(default_factory=dict)
     batches: dict[str, JournalBatch] = field(default_factory=dict)
-    line_file: dict[int, str] = field(default_factory=dict)
+    line_file: LineOwners = field(default_factory=LineOwners)
     limits: dict[str, int] = field(default_factory=dict)
     _by_file_id: dict[str, str] = field(default_factory=dict)
 
@@ -142,6 +144,13 @@ class JournalState:
         """Return the file the server knows as ``file_id``, if it is the job's."""
         name = self._by_file_id.get(file_id)
         return None if name is None else self.files[name]
+
+    def ran(self) -> Iterator[tuple[str, int]]:
+        """Yield the model and tokens of each file a batch ran (it passed validation)."""
+        for journal_file in self.files.values():
+            statuses = (self.batches[batch_id].status for batch_id in journal_file.batch_ids)
+            if any(status in ("completed", "expired") for status in statuses):
+                yield journal_file.model, journal_file.tokens
 
     def open_batches(self) -> list[JournalBatch]:
         """Return the batches that have not been seen to end, oldest first."""
@@ -153,13 +162,14 @@ class JournalState:
         if kind == "job":
             self.job_id, self.api_root = record["id"], record.get("api_root")
         elif kind == "upload":
-            indexes = list(from_ranges(record["lines"]))
+            indexes = LineRuns(record["lines"])
             name = record["name"]
+            if name in self.files:  # the server would then hold two files of one name
+                raise ValueError(f"the file name {name} is journaled already")
             self.files[name] = JournalFile(
                 name, record["model"], record["endpoint"], indexes, int(record["tokens"])
             )
-            for index in indexes:
-                self.line_file[index] = name
+            self.line_file.assign(indexes.runs(), name)
         elif kind == "uploaded":
             journal_file = self.files[record["name"]]
             journal_file.file_id, journal_file.uploaded_at = (
@@ -180,9 +190,7 @@ class JournalState:
         elif kind == "dropped":
             journal_file = self.files[record["name"]]
             journal_file.dropped = True
-            for index in journal_file.indexes:
-                if self.line_file.get(index) == journal_file.name:
-                    del self.line_file[index]
+            self.line_file.release(journal_file.name)
         elif kind == "limit":
             self.limits[record["model"]] = int(record["tokens"])
         else:

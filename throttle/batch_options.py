@@ -54,8 +54,8 @@ class BatchOptions:
         counts = (self.max_requests, self.max_embedding_inputs, self.max_bytes, self.max_lines)
         if min(counts) < 1 or self.max_attempts < 1:
             raise ConfigurationError(f"batch sizes and attempts must be at least 1: {self}")
-        limits = [self.enqueued_tokens or 1, *self.enqueued_by_model.values()]
-        if min(limits) < 1:
+        limits = (self.enqueued_tokens, *self.enqueued_by_model.values())
+        if any(limit is not None and limit < 1 for limit in limits):
             raise ConfigurationError(f"enqueued-token limits must be at least 1: {self}")
         seconds = (self.poll_initial, self.poll_max, self.gather_seconds)
         if not all(0 <= s < math.inf for s in seconds) or self.poll_initial > self.poll_max:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from throttle.batch_budget import LearningStep
 from throttle.classify import classify_response
 from throttle.errors import (
     APIStatusError,
@@ -26,6 +27,8 @@ from throttle.errors import (
 from throttle.setup_check import setup_problem
 
 EXPIRED = "batch_expired"
+LINE_TOO_LARGE = "line_too_large"  # a line no batch can hold
+TOKEN_LIMIT = "token_limit_exceeded"  # noqa: S105 - an error code, not a secret
 NOT_RUN = "not_run"  # the batch stopped (a cancel) before it ran the line
 RETRY_BATCH_FAILED = "batch_failed"  # another line of its file failed the batch's validation
 
@@ -122,6 +125,23 @@ def _validation_error(batch_id: str, error: Mapping[str, Any]) -> BatchLineError
     code = str(error.get("code") or "batch_failed")
     message = str(error.get("message") or "the batch failed validation")
     return BatchLineError(f"batch {batch_id} failed: {code}: {message}", code, batch_id=batch_id)
+
+
+def one_line_refused(lesson: LearningStep, index: int) -> LineOutcome:
+    """The outcome of a line whose batch, holding it alone, went over the enqueued limit.
+
+    It ends when the server's stated limit is below its estimated tokens (it never fits);
+    otherwise the refusal is one of its attempts (a later batch may pass).
+    """
+    if lesson.too_large:
+        why = (
+            f"line {index} cannot go into a batch: alone it needs ~{lesson.tokens:,} enqueued "
+            f"tokens, more than {lesson.model}'s limit of {lesson.stated:,} the server states"
+        )
+        return LineOutcome(error=BatchLineError(why, LINE_TOO_LARGE, batch_id=lesson.batch_id))
+    why = f"batch {lesson.batch_id} of line {index} alone went over {lesson.model}'s limit"
+    error = BatchLineError(why, TOKEN_LIMIT, batch_id=lesson.batch_id)
+    return LineOutcome(error=error, retry=TOKEN_LIMIT)
 
 
 def final_error(outcome: LineOutcome, attempts: int, batch_id: str | None) -> ThrottleError:

@@ -4,12 +4,19 @@ A batch is polled ``poll_initial`` seconds after it was created and after each c
 status; while the status stays the same, the interval grows by ``poll_growth`` up to
 ``poll_max`` (:meth:`BatchOptions.next_poll`). So a batch is seen to pass validation within
 seconds (the budget waits on it), and a batch that runs for hours costs a request a minute.
-A failed poll is tried again after ``poll_max``: a batch is never given up on.
+A failed poll is tried again after ``poll_max``: a batch is never given up on, unless the
+server says it has no such batch (404): the key, project or URL is not the one that created
+it, and no poll will ever find it, so the job stops (resumable with the right ones).
 
 A batch that ends is settled here: refused over the enqueued-token limit, it teaches the
 budget (:mod:`throttle.batch_budget`) and its file is queued for a new batch; failed for
 another reason, its lines end with the validation errors; otherwise its output and error
 files are read (:mod:`throttle.batch_download`). Each end is journaled before anything else.
+A batch this run saw uncancelled and then sees ``cancelling`` or ``cancelled`` was cancelled
+from outside while the job ran (this run never cancels one: ``throttle batches cancel``, the
+dashboard): the user stops the job, and the executor is told before the batch's lines are
+read (nothing new is submitted). A batch cancelled before the run began ends as any other:
+its lines left unanswered go into new batches (what a rerun after a cancel is for).
 
 The Batch API can also announce the end of a batch by webhook (``batch.completed``, ...): a
 receiver that calls :meth:`BatchPoller.poll_soon` has the batch read at once, so polling can
@@ -27,18 +34,19 @@ from throttle.batch_budget import EnqueuedBudget
 from throttle.batch_client import BatchClient
 from throttle.batch_download import BatchDownloads
 from throttle.batch_files import (
+    CANCELLED_STATUSES,
     ENDED_STATUSES,
     RUNNING_STATUSES,
-    TOKEN_LIMIT,
     Step,
     TrackedFile,
 )
 from throttle.batch_options import BatchOptions
-from throttle.batch_outcomes import LineOutcome, failed_batch
+from throttle.batch_outcomes import TOKEN_LIMIT, LineOutcome, failed_batch, one_line_refused
 from throttle.batch_steps import BatchSteps
-from throttle.errors import ThrottleError
+from throttle.errors import APIStatusError, JobAbortedError, ThrottleError
 
 logger = logging.getLogger("throttle.batch")
+MAX_CROWDED_PAUSES = 16  # the longest wait after a crowded refusal, in poll_max
 
 
 class BatchPoller:
@@ -55,6 +63,8 @@ class BatchPoller:
         spawn: runs a coroutine in a task the executor owns (reading a batch's files).
         deliver: ends (or retries) a waiting line of an ended batch.
         fatal: says whether an error ends the job (and ends it).
+        abort: ends the job (a batch the server does not know: 404).
+        cancelled: stops submitting (a batch was cancelled from outside: the job is to stop).
         journal_failed: ends the job when the journal cannot be written.
     """
 
@@ -71,6 +81,8 @@ class BatchPoller:
         spawn: Callable[[Coroutine[Any, Any, None]], None],
         deliver: Callable[[TrackedFile, int, LineOutcome], None],
         fatal: Callable[[ThrottleError], bool],
+        abort: Callable[[JobAbortedError], None],
+        cancelled: Callable[[], None],
         journal_failed: Callable[[OSError], None],
     ) -> None:
         self._client = client
@@ -83,6 +95,8 @@ class BatchPoller:
         self._requeue = requeue
         self._deliver = deliver
         self._fatal = fatal
+        self._abort = abort
+        self._cancelled = cancelled
         self._journal_failed = journal_failed
         self._open: dict[str, TrackedFile] = {}  # batch id -> its file
         self._wake = asyncio.Event()
@@ -155,6 +169,13 @@ class BatchPoller:
         self._counts.polls += 1
         try:
             batch = await self._client.retrieve_batch(batch_id)
+        except APIStatusError as error:
+            if error.status == 404:
+                self._lost(tracked, error)
+            elif not self._fatal(error):
+                logger.warning("could not poll batch %s: %s", batch_id, error)
+                tracked.next_poll = self._clock() + self._options.poll_max
+            return
         except ThrottleError as error:
             if not self._fatal(error):
                 logger.warning("could not poll batch %s: %s", batch_id, error)
@@ -165,6 +186,17 @@ class BatchPoller:
         tracked.batch_status = status
         tracked.interval = self._options.next_poll(tracked.interval, changed)
         tracked.next_poll = self._clock() + tracked.interval
+        if status not in CANCELLED_STATUSES:
+            tracked.watched = True
+        elif tracked.watched:  # not cancelled before this run: the user stops it now
+            tracked.watched = False  # told once, at cancelling or at cancelled
+            logger.warning(
+                "batch %s (%s) was cancelled from outside this run: submitting nothing more; "
+                "lines its open batches do not answer run when the job runs again",
+                batch_id,
+                tracked.name,
+            )
+            self._cancelled()
         if status in RUNNING_STATUSES and tracked.step == Step.VALIDATING:
             tracked.step = Step.RUNNING
             self._budget.accepted(tracked.model, batch_id)
@@ -176,6 +208,17 @@ class BatchPoller:
                 self._ended(tracked, batch)
             except OSError as error:
                 self._journal_failed(error)
+
+    def _lost(self, tracked: TrackedFile, error: APIStatusError) -> None:
+        """End the job: the server does not know one of its batches (404)."""
+        why = (
+            f"batch {tracked.batch_id} of the journal {self._steps.journal.path} is not found "
+            f"at {self._client.api_root} ({error}): the key is another organization's or "
+            "project's than the one that created it (or the URL another API's); run again "
+            "with those, or move the journal away to start the batches afresh (nothing was "
+            "lost)"
+        )
+        self._abort(JobAbortedError(why, error))
 
     def _ended(self, tracked: TrackedFile, batch: Mapping[str, Any]) -> None:
         """Learn from a refusal, or end (or retry) the batch's waiting lines.
@@ -190,21 +233,8 @@ class BatchPoller:
         data = [e for e in data if isinstance(e, Mapping)] if isinstance(data, list) else []
         codes = [str(e.get("code")) for e in data]
         if batch.get("status") == "failed" and TOKEN_LIMIT in codes:
-            message = str(data[codes.index(TOKEN_LIMIT)].get("message") or "")
-            lesson = self._budget.refused(tracked.model, batch_id, message)
-            self._steps.ended(tracked, batch, TOKEN_LIMIT)
-            self._steps.learned(tracked.model, lesson.after)
-            self._counts.batches_refused += 1
-            logger.warning(
-                "batch %s (%s) went over %s's enqueued-token limit; the limit is now ~%d "
-                "tokens, and the file goes into a new batch later",
-                batch_id,
-                tracked.name,
-                tracked.model,
-                lesson.after,
-            )
-            tracked.step, tracked.batch_id, tracked.batch_status = Step.UPLOADED, None, None
-            self._requeue(tracked)
+            message = data[codes.index(TOKEN_LIMIT)].get("message")
+            self._refused(tracked, batch, str(message or ""))
             return
         self._budget.ended(tracked.model, batch_id)
         self._steps.ended(tracked, batch, codes[0] if codes else None)
@@ -218,3 +248,48 @@ class BatchPoller:
         for index, outcome in failed_batch(batch_id, data, tracked.indexes).items():
             if index in tracked.waiting:
                 self._deliver(tracked, index, outcome)
+
+    def _refused(self, tracked: TrackedFile, batch: Mapping[str, Any], message: str) -> None:
+        """Learn from a refusal over the enqueued-token limit; queue the file for a new batch.
+
+        When the server counted more than the job holds (:attr:`LearningStep.crowded`), the
+        file waits for the job's running batches to end, or, refused alone and going again
+        as it is, for a pause that doubles with each such refusal in a row. A file of one
+        line refused alone otherwise never shrinks to fit: its line ends when it is over the
+        limit the server states, and else counts the refusal as one of its attempts.
+
+        Raises:
+            OSError: the journal could not be written.
+        """
+        batch_id = tracked.batch_id
+        assert batch_id is not None  # noqa: S101 - only files with a batch end
+        lesson = self._budget.refused(tracked.model, batch_id, message)
+        if lesson.after != lesson.before and not lesson.crowded:  # before the end: a kill
+            self._steps.learned(tracked.model, lesson.after)  # between keeps the lesson
+        self._steps.ended(tracked, batch, TOKEN_LIMIT)
+        self._counts.batches_refused += 1
+        tracked.step, tracked.batch_id, tracked.batch_status = Step.UPLOADED, None, None
+        single = len(tracked.indexes) == 1
+        if lesson.crowded and not lesson.alone:
+            later = "once the job's running batches have ended"
+        elif lesson.crowded and (single or lesson.tokens <= lesson.after):
+            pause = min(2 ** (lesson.crowded - 1), MAX_CROWDED_PAUSES) * self._options.poll_max
+            tracked.not_before = self._clock() + pause
+            later = f"in {pause:g} s (batches not the job's may hold the rest)"
+        elif single and lesson.alone:
+            self._steps.drop(tracked)
+            self._deliver(tracked, tracked.indexes[0], one_line_refused(lesson, tracked.indexes[0]))
+            return
+        else:
+            later = "later"
+        logger.warning(
+            "batch %s (%s) went over %s's enqueued-token limit (%s); the limit is now ~%d "
+            "tokens, and the file goes into a new batch %s",
+            batch_id,
+            tracked.name,
+            tracked.model,
+            "none stated" if lesson.stated is None else f"{lesson.stated:,} stated",
+            lesson.after,
+            later,
+        )
+        self._requeue(tracked)

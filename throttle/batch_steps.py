@@ -5,7 +5,9 @@ crash at any point leaves a journal from which the rerun repeats nothing already
 
 * upload: the intent (``upload``, naming the file's unique name and lines) is written first,
   the file id (``uploaded``) after; a rerun that finds only the intent looks the file up by
-  its name (:meth:`BatchSteps.resolve_intent`) before it uploads anything;
+  its name (:meth:`BatchSteps.resolve_intent`) before it uploads anything. A name is never
+  given twice: a run numbers its files on from the highest number its journal holds (names
+  drawn but never journaled were never uploaded);
 * create: ``created`` is written once the batch exists; a rerun that finds a file uploaded and
   no batch (or only batches it knows failed) looks for a batch made from the file before
   creating one (:meth:`BatchSteps.adopt_batch`);
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ from throttle.batch_client import BatchClient
 from throttle.batch_files import Step, TrackedFile
 from throttle.batch_journal import BatchJournal, to_ranges
 from throttle.batch_lookup import find_batch, find_file
+from throttle.errors import ConfigurationError
 
 logger = logging.getLogger("throttle.batch")
 
@@ -77,7 +80,7 @@ class BatchSteps:
         self._metadata = dict(metadata)
         self.counts = counts
         self.job_id = journal.state.job_id or secrets.token_hex(8)
-        self._sequence = len(journal.state.files)
+        self._sequence = _last_sequence(journal.state.files, self.job_id)
 
     def __repr__(self) -> str:
         return f"BatchSteps(job {self.job_id}, {self.counts})"
@@ -86,8 +89,17 @@ class BatchSteps:
         """Record a new job (its id, its API) before its first step; an old one is known.
 
         Raises:
+            ConfigurationError: the journal is a job's at another API (its files and batches
+                cannot be found at this one).
             OSError: the journal could not be written.
         """
+        journaled, current = self.journal.state.api_root, self.client.api_root
+        if journaled is not None and journaled != current:
+            raise ConfigurationError(
+                f"the batch journal {self.journal.path} belongs to a job at {journaled}, not "
+                f"at {current}, where its files and batches cannot be found: run with that "
+                "job's --url and key, or move the journal away to start its batches afresh"
+            )
         if self.journal.state.job_id is None:
             self.journal.append(
                 {"type": "job", "id": self.job_id, "api_root": self.client.api_root}
@@ -99,19 +111,23 @@ class BatchSteps:
         return f"throttle-{self.job_id}-{self._sequence:05d}.jsonl"
 
     async def upload(self, tracked: TrackedFile) -> None:
-        """Upload a planned file: intent recorded, file uploaded, its id recorded."""
+        """Upload a planned file: intent recorded, file uploaded, its id recorded.
+
+        An upload tried again (the server was not found to have it) keeps its first intent.
+        """
         plan = tracked.plan
         assert plan is not None  # noqa: S101 - only files planned in this run are uploaded
-        self.journal.append(
-            {
-                "type": "upload",
-                "name": tracked.name,
-                "model": tracked.model,
-                "endpoint": tracked.endpoint,
-                "lines": to_ranges(tracked.indexes),
-                "tokens": tracked.tokens,
-            }
-        )
+        if tracked.name not in self.journal.state.files:
+            self.journal.append(
+                {
+                    "type": "upload",
+                    "name": tracked.name,
+                    "model": tracked.model,
+                    "endpoint": tracked.endpoint,
+                    "lines": to_ranges(tracked.indexes),
+                    "tokens": tracked.tokens,
+                }
+            )
         uploaded = await self.client.upload(tracked.name, plan.content())
         self.counts.files_uploaded += 1
         self._uploaded(tracked, uploaded)
@@ -183,6 +199,7 @@ class BatchSteps:
     def _created(self, tracked: TrackedFile, batch_id: str) -> None:
         self.journal.append({"type": "created", "file_id": tracked.file_id, "batch_id": batch_id})
         tracked.with_batch(batch_id)
+        tracked.watched = True
 
     def ended(self, tracked: TrackedFile, batch: Mapping[str, Any], code: str | None) -> None:
         """Record that ``tracked``'s batch stopped (``batch`` is its last object)."""
@@ -214,3 +231,14 @@ class BatchSteps:
     def learned(self, model: str, tokens: int) -> None:
         """Record a model's enqueued-token limit learned from a failed batch."""
         self.journal.append({"type": "limit", "model": model, "tokens": tokens})
+
+
+def _last_sequence(names: Iterable[str], job_id: str) -> int:
+    """Return the highest number among the job's file names (0: none)."""
+    prefix, suffix = f"throttle-{job_id}-", ".jsonl"
+    numbers = (
+        name[len(prefix) : -len(suffix)]
+        for name in names
+        if name.startswith(prefix) and name.endswith(suffix)
+    )
+    return max((int(n) for n in numbers if n.isdecimal() and n.isascii()), default=0)

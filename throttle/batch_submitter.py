@@ -1,10 +1,13 @@
 """Lines into files, files into batches: as soon as they are ready and the budget allows.
 
 A line joins its (model, endpoint) group's open file (:mod:`throttle.batch_split`); a full
-file is queued at once, partial files when no line arrived for ``gather_seconds`` (or when
-the executor holds all the lines it may). Queued files are uploaded and their batches created
-oldest first within each model, each when the model's enqueued-token budget allows it
-(:mod:`throttle.batch_budget`); a file larger than a learned limit is cut again, smaller.
+file is queued at once, partial files when no line arrived for ``gather_seconds`` (also when
+the executor holds all the lines it may: those that arrive as others end, one by one while an
+output file is read, would otherwise each go in a file of its own). Queued files are uploaded
+and their batches created oldest first within each model, each when the model's
+enqueued-token budget allows it (:mod:`throttle.batch_budget`); a file larger than a learned
+limit is cut again, smaller (a line larger than it goes alone: only a configured limit ends a
+line).
 Before anything new, the files an earlier run may have left half-done are looked up.
 """
 
@@ -17,7 +20,7 @@ from collections.abc import Callable, Mapping
 from throttle.batch_budget import EnqueuedBudget
 from throttle.batch_files import HeldLine, Step, TrackedFile
 from throttle.batch_options import BatchOptions
-from throttle.batch_outcomes import LineOutcome
+from throttle.batch_outcomes import LINE_TOO_LARGE, LineOutcome
 from throttle.batch_split import (
     FilePlan,
     FileSplitter,
@@ -87,19 +90,26 @@ class BatchSubmitter:
         self._wake.set()
 
     def plan(self, held: HeldLine) -> None:
-        """Put a line into its group's next file, or end it when it fits in no batch."""
+        """Put a line into its group's next file, or end it when it fits in no batch.
+
+        Once submitting stopped, the line returns ``None`` instead (it runs next time).
+        """
+        if self.stopped:
+            held.end(None)
+            return
         line, model, budget = held.line, held.model, self._budget
         data = encode_line(line.index, held.endpoint, line.body)
         split = SplitLine(line.index, data, embedding_inputs(held.endpoint, line.body), held.tokens)
         problem = line_problem(split, self._options.file_limits)
-        if problem is None and not budget.fits_alone(model, held.tokens):
+        configured = budget.configured(model)  # not a learned limit: that may be too low
+        if problem is None and configured is not None and held.tokens > configured:
             problem = (
-                f"it needs ~{held.tokens:,} enqueued tokens, more than {model}'s limit of "
-                f"{budget.limit(model):,}"
+                f"it needs ~{held.tokens:,} enqueued tokens, more than {model}'s configured "
+                f"limit of {configured:,}"
             )
         if problem is not None:
             why = f"line {line.index} cannot go into a batch: {problem}"
-            held.end(LineResult(error=BatchLineError(why, "line_too_large")))
+            held.end(LineResult(error=BatchLineError(why, LINE_TOO_LARGE)))
             return
         cut = self._splitter.add(model, held.endpoint, split, budget.limit(model))
         if cut is not None:
@@ -116,7 +126,17 @@ class BatchSubmitter:
                 self.plan(held)
 
     def enqueue(self, tracked: TrackedFile, *, first: bool = False) -> None:
-        """Queue a file to be uploaded (if need be) and its batch created."""
+        """Queue a file to be uploaded (if need be) and its batch created.
+
+        Once submitting stopped, its waiting lines return ``None`` instead (they run next time).
+        """
+        if self.stopped:
+            waiting, tracked.waiting = tracked.waiting, set()
+            for index in waiting:
+                held = self._held.get(index)
+                if held is not None:
+                    held.end(None)
+            return
         if tracked not in self._queue:
             self._queue.insert(0 if first else len(self._queue), tracked)
         self._wake.set()
@@ -128,11 +148,19 @@ class BatchSubmitter:
             self.enqueue(tracked)
 
     def stop(self) -> None:
-        """Submit nothing more; forget the lines not yet in a submitted file."""
+        """Submit nothing more: lines not in a submitted batch return ``None`` (run next time).
+
+        Lines whose batches were created still get their answers.
+        """
         self.stopped = True
         self._splitter.flush()
         self._queue.clear()
         self._wake.set()
+        submitted = (Step.VALIDATING, Step.RUNNING, Step.ENDED)
+        answering = {i for t in self._files.values() if t.step in submitted for i in t.waiting}
+        for index, held in self._held.items():
+            if index not in answering:
+                held.end(None)
 
     async def run(self) -> None:
         """Resolve what a crash left open, then cut and submit files as they become ready."""
@@ -141,9 +169,10 @@ class BatchSubmitter:
             self._wake.clear()
             due: list[float] = []
             if self._splitter.pending:
+                # Idle, even with all the lines it may hold: lines then arrive one by one as
+                # others end (an output file read over a slow link), and each would go alone.
                 idle = self._clock() - self._last_arrival
-                full = len(self._held) >= self._options.max_lines  # no line can arrive
-                if full or idle >= self._options.gather_seconds:
+                if idle >= self._options.gather_seconds:
                     self._queue_plans(self._splitter.flush())
                 else:
                     due.append(self._last_arrival + self._options.gather_seconds)
@@ -191,9 +220,11 @@ class BatchSubmitter:
             model = tracked.model
             if tracked.step not in (Step.PLANNED, Step.UPLOADED) or not tracked.waiting:
                 self._queue.remove(tracked)
-            elif model in blocked or tracked.not_before > self._clock():
+            elif model in blocked:
                 continue
-            elif not self._budget.fits_alone(model, tracked.tokens):
+            elif tracked.not_before > self._clock():
+                blocked.add(model)  # its later files would meet what it waits out
+            elif len(tracked.indexes) > 1 and not self._budget.fits_alone(model, tracked.tokens):
                 self._queue.remove(tracked)
                 self._steps.drop(tracked)
                 self.replan(tracked)  # cut smaller, to the learned limit
@@ -220,6 +251,8 @@ class BatchSubmitter:
                     return
                 if not found:
                     await steps.upload(tracked)
+            if self.stopped:
+                return  # uploaded and journaled: the next run creates its batch
             if not (tracked.maybe_created and await steps.adopt_batch(tracked)):
                 await steps.create(tracked)
         except ThrottleError as error:

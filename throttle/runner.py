@@ -86,6 +86,7 @@ class JobRunner:
         self._run_id = new_client_request_id()[:16]
         self._finished = asyncio.Event()  # tells the housekeeping task to end
         self._records = LineRecords(0, batch_file=False, custom_ids={})  # set by run()
+        self._left_unrun = 0  # lines the executor gave back unrun (it stopped on its own)
         self._read_error: ConfigurationError | None = None  # the input failed mid-way
 
     def __repr__(self) -> str:
@@ -212,7 +213,9 @@ class JobRunner:
             logger.exception("line %d failed unexpectedly", line.index)
             self._write(results, record, failed(record, error))
             return
-        if result is not None:  # None: not run, it runs on the next invocation
+        if result is None:  # not run (the executor stopped): it runs on the next invocation
+            self._left_unrun += 1
+        else:
             self._write(results, record, completed(record, result))
 
     def _write(self, results: ResultsFile, record: dict[str, Any], error_type: str | None) -> None:
@@ -268,6 +271,6 @@ class JobRunner:
     def _exit_status(self, failed_before: int) -> int:
         if self.fatal is not None:
             return EXIT_USAGE
-        if self.interrupted:
+        if self.interrupted or self._left_unrun:  # a rerun finishes the job
             return EXIT_INTERRUPTED
         return EXIT_FAILED if sum(self.tally.failed.values()) + failed_before else EXIT_OK
