@@ -111,3 +111,31 @@ async def test_a_lesson_is_journaled_before_the_end_of_the_batch_that_taught_it(
     for record, after in itertools.pairwise(records):
         if record["type"] == "limit":
             assert (after["type"], after["code"]) == ("ended", "token_limit_exceeded")
+
+
+async def test_a_rerun_with_another_key_after_the_batches_ended_stops_instead_of_paying_twice(
+    tmp_path: Path,
+) -> None:
+    """Batches ended, results unwritten, a rerun with another project's key: it stops.
+
+    Its files and batches answer 404: the job names the key, and no batch is made again.
+    """
+    journal_path, lines = tmp_path / "j.jsonl", job_lines(20)
+    async with simulator() as sim:
+        options = dataclasses.replace(FAST_OPTIONS, poll_max=0.05)
+        first = BatchExecutor(sim.base_url, KEY, options, journal=journal_path, endpoint=EMBEDDINGS)
+        answered = await asyncio.gather(*(first.execute(line) for line in lines))
+        await first.aclose()
+        created = sim.stats.batch.batches_created
+        rerun = BatchExecutor(
+            sim.base_url, "sk-another-project", options, journal=journal_path, endpoint=EMBEDDINGS
+        )
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(
+                *(rerun.execute(line) for line in lines), return_exceptions=True
+            )
+        await rerun.aclose()
+        assert sim.stats.batch.batches_created == created
+    assert all(result is not None and result.error is None for result in answered)
+    assert all(isinstance(result, JobAbortedError) for result in results)
+    assert "the key is another organization's or project's" in str(results[0])

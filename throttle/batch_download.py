@@ -35,6 +35,7 @@ class BatchDownloads:
         counts: where downloads are counted.
         spawn: runs a coroutine in a task the executor owns.
         fatal: says whether an error ends the job (and ends it).
+        lost: ends the job: the server does not know a batch of the journal (404).
         stopped: says whether the executor stopped (reading then ends).
         gather_seconds: how long late arrivals are gathered before a read.
         retry_seconds: the wait before reading again after a read failed.
@@ -48,6 +49,7 @@ class BatchDownloads:
         *,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
         fatal: Callable[[ThrottleError], bool],
+        lost: Callable[[TrackedFile, APIStatusError], None],
         stopped: Callable[[], bool],
         gather_seconds: float,
         retry_seconds: float,
@@ -57,6 +59,7 @@ class BatchDownloads:
         self._counts = counts
         self._spawn = spawn
         self._fatal = fatal
+        self._lost = lost
         self._stopped = stopped
         self._gather = gather_seconds
         self._retry = retry_seconds
@@ -104,6 +107,8 @@ class BatchDownloads:
             except APIStatusError as error:
                 if error.status != 404:
                     return self._failed(tracked, file_id, error)
+                if not await self._batch_visible(tracked):
+                    return False  # the key cannot see the job: it stops, nothing is resent
                 logger.warning(
                     "file %s of batch %s is gone (%s): its lines go into new batches",
                     file_id,
@@ -112,6 +117,26 @@ class BatchDownloads:
                 )
             except ThrottleError as error:
                 return self._failed(tracked, file_id, error)
+        return True
+
+    async def _batch_visible(self, tracked: TrackedFile) -> bool:
+        """Whether the file's batch is still there for this key.
+
+        A file answering 404 is then gone (deleted, or past its 30 days) and its lines go
+        again. If the batch answers 404 too, the key is not the one that made the job, and
+        sending the lines again would pay for them twice: the job stops (the poller's
+        ``lost``).
+        """
+        if tracked.batch_id is None:
+            return True
+        try:
+            await self._client.retrieve_batch(tracked.batch_id)
+        except APIStatusError as error:
+            if error.status == 404:
+                self._lost(tracked, error)
+                return False
+        except ThrottleError:
+            pass  # unknown: the file's 404 stands
         return True
 
     def _failed(self, tracked: TrackedFile, file_id: str, error: ThrottleError) -> bool:

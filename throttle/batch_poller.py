@@ -107,6 +107,7 @@ class BatchPoller:
             steps.counts,
             spawn=spawn,
             fatal=fatal,
+            lost=self._lost,
             stopped=lambda: self.stopped,
             gather_seconds=options.gather_seconds,
             retry_seconds=options.poll_max,
