@@ -35,8 +35,7 @@ from throttle.errors import (
     TransportError,
     transport_error,
 )
-from throttle.keys import azure_deployment
-from throttle.native_client import AIOHTTP_FAILURES
+from throttle.native_client import AIOHTTP_FAILURES, auth_headers
 from throttle.retry import Finish, Retry, RetryPolicy
 from throttle.setup_check import setup_problem
 
@@ -280,18 +279,10 @@ class BatchClient:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                headers=self._auth_headers(),
+                headers=auth_headers(self._api_key, self.api_root),
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
             )
         return self._session
-
-    def _auth_headers(self) -> dict[str, str]:
-        if not self._api_key:
-            return {}
-        root = self.api_root
-        if ".openai.azure.com" in root or azure_deployment(root) is not None:
-            return {"api-key": self._api_key}
-        return {"Authorization": f"Bearer {self._api_key}"}
 
     async def aclose(self) -> None:
         """Close the session."""

@@ -10,7 +10,7 @@ import os
 
 from throttle.backend import LimitBackend
 from throttle.errors import ConfigurationError
-from throttle.keys import azure_deployment
+from throttle.keys import is_azure_url
 from throttle.options import ThrottleOptions
 
 
@@ -46,8 +46,7 @@ def api_key_for(base_url: str | None, api_key: str | None) -> str | None:
     """
     if api_key is not None or base_url is None:
         return api_key
-    azure = ".openai.azure.com" in base_url or azure_deployment(base_url) is not None
-    variable = "AZURE_OPENAI_API_KEY" if azure else "OPENAI_API_KEY"
+    variable = "AZURE_OPENAI_API_KEY" if is_azure_url(base_url) else "OPENAI_API_KEY"
     found = os.environ.get(variable)
     if found is None:
         raise ConfigurationError(

@@ -48,6 +48,11 @@ def azure_deployment(url: str) -> str | None:
     return match.group(1) if match else None
 
 
+def is_azure_url(url: str) -> bool:
+    """Whether ``url`` is Azure OpenAI's (its host, or a deployment path): ``api-key`` auth."""
+    return ".openai.azure.com" in url or azure_deployment(url) is not None
+
+
 def credential_identity(api_key: str) -> str:
     """Return a stable, non-reversible name for an API key (``key-`` + 12 hex digits).
 

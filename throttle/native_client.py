@@ -15,11 +15,24 @@ import aiohttp
 
 from throttle.answer import Answer, read_answer
 from throttle.errors import ClosedError, transport_error
-from throttle.keys import azure_deployment
+from throttle.keys import is_azure_url
 from throttle.options import ThrottleOptions
 
 AIOHTTP_FAILURES: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError)
 """What aiohttp raises when no usable answer arrived (refused, reset, timed out, cut)."""
+
+
+def auth_headers(api_key: str | None, url: str, auth: str = "auto") -> dict[str, str]:
+    """Return the headers that send ``api_key`` to ``url``.
+
+    None without a key; ``api-key`` when ``auth`` says so (``"auto"``: for an Azure URL);
+    else a bearer token.
+    """
+    if not api_key:
+        return {}
+    if auth == "api-key" or (auth == "auto" and is_azure_url(url)):
+        return {"api-key": api_key}
+    return {"Authorization": f"Bearer {api_key}"}
 
 
 class PreparedPost:
@@ -136,11 +149,4 @@ class NativeClient:
         return self._session
 
     def _auth_headers(self) -> dict[str, str]:
-        if not self._api_key:
-            return {}
-        url = self._base_url or ""
-        azure = ".openai.azure.com" in url or azure_deployment(url) is not None
-        auth = self._options.auth
-        if auth == "api-key" or (auth == "auto" and azure):
-            return {"api-key": self._api_key}
-        return {"Authorization": f"Bearer {self._api_key}"}
+        return auth_headers(self._api_key, self._base_url or "", self._options.auth)
