@@ -9,19 +9,25 @@ from pathlib import Path
 from tests.batch_sim import (
     FAST_OPTIONS,
     KEY,
-    MODEL,
     embedding_job,
     job_options,
     list_batches,
     run_job,
     simulator,
 )
-from tests.test_batch_resume import EMBEDDINGS, HELD, job_lines, time_passing, wait_until
+from tests.test_batch_resume import (
+    EMBEDDINGS,
+    HELD,
+    job_lines,
+    start_journal,
+    time_passing,
+    upload_lines,
+    wait_until,
+)
 from throttle.batch_admin import cancel_open_batches
 from throttle.batch_client import BatchClient
 from throttle.batch_executor import BatchExecutor
-from throttle.batch_journal import BatchJournal, journal_path_for, to_ranges
-from throttle.batch_split import encode_line
+from throttle.batch_journal import BatchJournal, journal_path_for
 from throttle.errors import JobAbortedError
 from throttle.runner import EXIT_OK
 from throttle.testing import ManualClock
@@ -58,23 +64,11 @@ async def test_a_rerun_with_a_key_that_cannot_see_the_batches_stops_naming_the_k
     async with simulator(clock=clock.now, **HELD) as sim:
         client = BatchClient(sim.base_url, KEY)
         journal = BatchJournal(journal_path)
-        journal.append({"type": "job", "id": "j1", "api_root": sim.base_url})
-        name = "throttle-j1-00001.jsonl"
-        journal.append(
-            {
-                "type": "upload",
-                "name": name,
-                "model": MODEL,
-                "endpoint": EMBEDDINGS,
-                "lines": to_ranges(line.index for line in lines),
-                "tokens": 60,
-            }
-        )
-        content = b"".join(encode_line(line.index, EMBEDDINGS, line.body) for line in lines)
-        uploaded = await client.upload(name, content)
-        journal.append({"type": "uploaded", "name": name, "file_id": uploaded["id"]})
-        batch = await client.create_batch(uploaded["id"], EMBEDDINGS, {})
-        journal.append({"type": "created", "file_id": uploaded["id"], "batch_id": batch["id"]})
+        name = start_journal(journal, sim.base_url, lines)
+        file_id = await upload_lines(client, name, lines)
+        journal.append({"type": "uploaded", "name": name, "file_id": file_id})
+        batch = await client.create_batch(file_id, EMBEDDINGS, {})
+        journal.append({"type": "created", "file_id": file_id, "batch_id": batch["id"]})
         journal.close()
         await client.aclose()
         options = dataclasses.replace(FAST_OPTIONS, poll_max=0.05)

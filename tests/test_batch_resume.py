@@ -90,9 +90,27 @@ async def test_a_stopped_run_leaves_its_batch_running_and_the_rerun_polls_it(
     assert (second.counts.files_uploaded, second.counts.batches_created) == (2, 2)
 
 
-async def _upload(client: BatchClient, name: str, lines: list[JobLine]) -> str:
+async def upload_lines(client: BatchClient, name: str, lines: list[JobLine]) -> str:
+    """Upload ``lines`` as the executor would, under ``name``; return the file id."""
     content = b"".join(encode_line(line.index, EMBEDDINGS, line.body) for line in lines)
     return str((await client.upload(name, content))["id"])
+
+
+def start_journal(journal: BatchJournal, api_root: str, lines: list[JobLine]) -> str:
+    """Journal job ``j1`` and the intent to upload ``lines`` in one file; return its name."""
+    journal.append({"type": "job", "id": "j1", "api_root": api_root})
+    name = "throttle-j1-00001.jsonl"
+    journal.append(
+        {
+            "type": "upload",
+            "name": name,
+            "model": MODEL,
+            "endpoint": EMBEDDINGS,
+            "lines": to_ranges(line.index for line in lines),
+            "tokens": 60,
+        }
+    )
+    return name
 
 
 @pytest.mark.parametrize(
@@ -107,19 +125,8 @@ async def test_a_rerun_after_a_crash_at_each_step_pays_for_nothing_twice(
     async with simulator() as sim:
         client = BatchClient(sim.base_url, KEY)
         journal = BatchJournal(journal_path)
-        journal.append({"type": "job", "id": "j1", "api_root": sim.base_url})
-        name = "throttle-j1-00001.jsonl"
-        journal.append(
-            {
-                "type": "upload",
-                "name": name,
-                "model": MODEL,
-                "endpoint": EMBEDDINGS,
-                "lines": to_ranges(range(20)),
-                "tokens": 60,
-            }
-        )
-        file_id = None if crash == "upload_lost" else await _upload(client, name, lines)
+        name = start_journal(journal, sim.base_url, lines)
+        file_id = None if crash == "upload_lost" else await upload_lines(client, name, lines)
         if crash not in ("during_upload", "upload_lost"):
             journal.append({"type": "uploaded", "name": name, "file_id": file_id})
         if crash in ("during_create", "after_the_batch_ended"):
