@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -22,7 +23,7 @@ from throttle import APIStatusError, InvalidRequestError, RetryPolicy, Throttle
 from throttle.adapters.aiohttp_middleware import throttle_middleware, throttled_session
 from throttle.adapters.httpx2_transport import ThrottleHttpx2Transport
 from throttle.errors import ConfigurationError
-from throttle.request_identity import check_client_request_id
+from throttle.request_identity import check_client_request_id, new_client_request_id
 from throttle.run_options import RunOptions
 from throttle.runner import EXIT_FAILED, JobRunner
 
@@ -138,6 +139,15 @@ async def test_different_requests_get_different_ids() -> None:
     async with Recorder() as server, Throttle(server.base_url, "sk-id") as client:
         await asyncio.gather(*(client.post("chat/completions", chat()) for _ in range(5)))
     assert len(set(server.ids)) == 5
+
+
+def test_a_fresh_id_is_the_hex_of_a_random_version_4_uuid() -> None:
+    """32 hex digits that read back as a version 4, RFC 4122 UUID; no two alike."""
+    made = [new_client_request_id() for _ in range(1_000)]
+    for made_id in made:
+        read = uuid.UUID(hex=made_id)
+        assert (read.hex, read.version, read.variant) == (made_id, 4, uuid.RFC_4122)
+    assert len(set(made)) == len(made)
 
 
 async def test_a_callers_id_is_sent_unchanged_on_every_attempt() -> None:

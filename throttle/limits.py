@@ -85,31 +85,36 @@ class KeyLimits:
         Raises:
             RequestTooLargeError: the cost exceeds a known bucket's whole capacity.
         """
-        self._leases.reclaim(now)
+        leases = self._leases
+        leases.reclaim(now)
         if now < self.cool_down_until:
             return self.cool_down_until - now
         probing = self.phase is Phase.PROBING
-        if probing and self.in_flight >= self.policy.probe_concurrency:
-            return self._leases.next_end() - now  # the oldest lease's end, if no answer first
+        if probing and leases.count >= self.policy.probe_concurrency:
+            return leases.next_end() - now  # the oldest lease's end, if no answer first
+        requests, tokens_bucket, pace = self.requests, self.tokens, self.pace
         tokens = cost.tokens * self.token_scale
-        wait = max(
-            self._seconds_until(self.requests, cost.requests, cost.requests, now),
-            self._seconds_until(self.tokens, cost.tokens, tokens, now),
-            self.pace.seconds_until_admit(now),
-        )
+        wait = 0.0
+        if requests is not None:
+            wait = self._seconds_until(requests, cost.requests, cost.requests, now)
+        if tokens_bucket is not None:
+            wait = max(wait, self._seconds_until(tokens_bucket, cost.tokens, tokens, now))
+        paced = pace.factor < 1.0  # cut by a refusal; a pace never cut adds nothing
+        if paced:
+            wait = max(wait, pace.seconds_until_admit(now))
         if wait > 0:
             return wait
-        full_rate_seconds = 0.0
-        for bucket, amount in ((self.requests, cost.requests), (self.tokens, tokens)):
-            if bucket is not None:
-                bucket.take(amount, now)
-                full_rate_seconds = max(full_rate_seconds, amount / bucket.rate)
-        self.pace.admitted(full_rate_seconds, now)
+        if requests is not None:
+            requests.take(cost.requests, now)
+        if tokens_bucket is not None:
+            tokens_bucket.take(tokens, now)
+        if paced:
+            pace.admitted(self._full_rate_seconds(cost.requests, tokens), now)
         self._requests_ledger += cost.requests
         self._tokens_ledger += tokens
         self._estimates_ledger += cost.tokens
         self._next_seq += 1
-        self._leases.grant(self._next_seq, now + self.policy.lease_seconds)
+        leases.grant(self._next_seq, now + self.policy.lease_seconds)
         return Ticket(
             self._next_seq,
             now,
@@ -120,21 +125,29 @@ class KeyLimits:
             probing,
         )
 
-    def _seconds_until(
-        self, bucket: Bucket | None, estimate: float, amount: float, now: float
-    ) -> float:
-        """Seconds until ``amount`` (``estimate`` calibrated) plus the reserve is available."""
-        if bucket is None:
-            return 0.0
-        if estimate > bucket.capacity:
+    def _seconds_until(self, bucket: Bucket, estimate: float, amount: float, now: float) -> float:
+        """Seconds until ``amount`` (``estimate`` calibrated) plus the reserve is available.
+
+        Brings ``bucket`` up to date at ``now``.
+        """
+        capacity = bucket.capacity
+        if estimate > capacity:
             raise RequestTooLargeError(
-                f"request needs {estimate:g} but the whole bucket holds {bucket.capacity:g} "
+                f"request needs {estimate:g} but the whole bucket holds {capacity:g} "
                 f"per {bucket.window:g}s: it can never be sent",
                 requested=estimate,
-                limit=bucket.capacity,
+                limit=capacity,
             )
-        reserve = self.policy.reserve_fraction * bucket.capacity
-        return bucket.seconds_until(min(amount + reserve, bucket.capacity), now)
+        wanted = amount + self.policy.reserve_fraction * capacity
+        return bucket.seconds_until(capacity if wanted > capacity else wanted, now)
+
+    def _full_rate_seconds(self, requests: float, tokens: float) -> float:
+        """Seconds the buckets take to refill ``requests`` and ``tokens`` at their full rate."""
+        seconds = 0.0
+        for bucket, amount in ((self.requests, requests), (self.tokens, tokens)):
+            if bucket is not None:
+                seconds = max(seconds, amount / bucket.rate)
+        return seconds
 
     def complete(
         self,

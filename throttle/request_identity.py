@@ -10,7 +10,7 @@ refused before anything is sent, since the provider would refuse or mangle it.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Mapping, MutableMapping
 
 from throttle.errors import ConfigurationError, InvalidRequestError
@@ -21,8 +21,15 @@ MAX_CLIENT_REQUEST_ID_LENGTH = 512  # characters; the provider's limit
 
 
 def new_client_request_id() -> str:
-    """Return a fresh id: 32 hexadecimal digits of a random UUID."""
-    return uuid.uuid4().hex
+    """Return a fresh id: 32 hexadecimal digits of a random (version 4) UUID.
+
+    Built from the random bytes directly: ``uuid.uuid4().hex`` gives the same digits but
+    builds a ``UUID`` object on the way, three times the time, once per request.
+    """
+    digits = bytearray(os.urandom(16))
+    digits[6] = digits[6] & 0x0F | 0x40  # version 4
+    digits[8] = digits[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return digits.hex()
 
 
 def check_client_request_id(value: object) -> str:

@@ -10,19 +10,25 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Cost:
-    """What one attempt draws from the buckets: 1 request and its estimated tokens."""
+class Cost(NamedTuple):
+    """What one attempt draws from the buckets: 1 request and its estimated tokens.
+
+    A named tuple for the reason given at :class:`Ticket`: one is made per attempt.
+    """
 
     tokens: float
     requests: float = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Ticket:
+class Ticket(NamedTuple):
     """Proof that an attempt was admitted, handed back when its answer arrives.
+
+    A named tuple, not a frozen dataclass: one is made per admission, and a frozen dataclass
+    takes three times as long to build (its ``__init__`` sets each field through
+    ``object.__setattr__``).
 
     Attributes:
         seq: admission order on this key.
@@ -64,6 +70,8 @@ class Leases:
     current end was set; a renewed lease is queued again with its new end, and its old entry
     is skipped when reached, so reclaiming looks only at the front.
     """
+
+    __slots__ = ("_live", "_order")
 
     def __init__(self) -> None:
         self._order: deque[tuple[int, float]] = deque()  # (seq, lease end), earliest end first
