@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from throttle.answer import Answer
 from throttle.errors import ThrottleError
@@ -16,9 +16,10 @@ Outcome = Answer[T] | ThrottleError
 """What one attempt produced: the server's answer, or the error when none arrived."""
 
 
-@dataclass(frozen=True, slots=True)
-class ScheduledRequest(Generic[T]):
+class ScheduledRequest(NamedTuple, Generic[T]):
     """A request ready for the scheduler.
+
+    A named tuple, not a frozen dataclass: one is made per request, three times as fast.
 
     Attributes:
         key: the buckets it draws from.
