@@ -21,7 +21,8 @@ import heapq
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from throttle.backend import LimitBackend
 from throttle.clock import Clock
@@ -37,12 +38,18 @@ logger = logging.getLogger(__name__)
 ADMIT_AT_ONCE = 32  # waiters asked for in one backend call
 
 
-@dataclass(order=True, slots=True)
-class _Waiter:
+class _Waiter(NamedTuple):
+    """A queued attempt, ordered by ``(priority, seq)``.
+
+    A named tuple so that the heap compares waiters in C: ``seq`` is unique, so the
+    comparison never reaches ``cost``. (An ordered dataclass's ``__lt__`` is Python, some
+    eleven calls per queued attempt among 4,000.)
+    """
+
     priority: int
     seq: int
-    cost: Cost = field(compare=False)
-    future: asyncio.Future[Ticket] = field(compare=False)
+    cost: Cost
+    future: asyncio.Future[Ticket]
 
 
 @dataclass(frozen=True, slots=True)
