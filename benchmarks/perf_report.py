@@ -48,8 +48,8 @@ async def measure_part(part: str, *, quick: bool) -> Section:
     if part == "memory":
         return await perf_memory.measure(1, 10_000 if quick else 100_000)
     if part == "estimation":
-        return await perf_estimate.measure(*((1, 1_000) if quick else (3, 5_000)))
-    return await perf_end_to_end.measure(*((1, 1_000, 3_000) if quick else (3, 3_000, 20_000)))
+        return await perf_estimate.measure(*((1, 1_000) if quick else (5, 15_000)))
+    return await perf_end_to_end.measure(*((1, 1_000, 3_000) if quick else (3, 10_000, 20_000)))
 
 
 async def measure_efficiency(*, quick: bool, plot: Path) -> tuple[Section, list[EfficiencyRun]]:
