@@ -1,7 +1,9 @@
-"""A server on 127.0.0.1 that answers every POST from a script: a wrong URL, a working one."""
+"""Servers on 127.0.0.1 for tests: any app on a free port, or one answering from a script."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
@@ -32,9 +34,29 @@ async def serve(answers: list[Answer]) -> tuple[web.AppRunner, str, list[int]]:
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", answer)
+    runner, root = await start_app(app)
+    return runner, root, answered
+
+
+async def start_app(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on a free port of 127.0.0.1.
+
+    Returns:
+        The runner (``await runner.cleanup()`` stops it) and the ``/v1`` API root.
+    """
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/v1", answered
+    return runner, f"http://127.0.0.1:{port}/v1"
+
+
+@asynccontextmanager
+async def app_served(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on a free port of 127.0.0.1 while inside; yield its ``/v1`` API root."""
+    runner, root = await start_app(app)
+    try:
+        yield root
+    finally:
+        await runner.cleanup()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.scripted_server import app_served
 from throttle.batch_client import BatchClient
 from throttle.errors import APIStatusError, RetryExhaustedError, ServerError, TransportError
 from throttle.retry import RetryPolicy
@@ -45,15 +46,8 @@ async def scripted(*answers: Scripted) -> AsyncIterator[tuple[str, Script]]:
     script = Script(list(answers))
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", script.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/v1", script
-    finally:
-        await runner.cleanup()
+    async with app_served(app) as root:
+        yield root, script
 
 
 def client(root: str, waits: list[float], attempts: int = 4) -> BatchClient:
@@ -203,19 +197,14 @@ async def test_a_download_cut_midway_starts_again_without_repeating_a_record() -
 
     app = web.Application()
     app.router.add_get("/v1/files/{id}/content", download)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     waits: list[float] = []
-    api = client(f"http://127.0.0.1:{port}/v1", waits)
-    try:
-        async with contextlib.aclosing(api.file_records("file-9")) as stream:
-            got = [record async for record in stream]
-    finally:
-        await api.aclose()
-        await runner.cleanup()
+    async with app_served(app) as root:
+        api = client(root, waits)
+        try:
+            async with contextlib.aclosing(api.file_records("file-9")) as stream:
+                got = [record async for record in stream]
+        finally:
+            await api.aclose()
     assert got == records
     assert len(reads) == 2
     assert len(waits) == 1
@@ -235,18 +224,13 @@ async def test_a_download_slower_than_the_timeout_ends_while_bytes_keep_coming()
 
     app = web.Application()
     app.router.add_get("/v1/files/{id}/content", download)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     policy = RetryPolicy(max_attempts=2, initial_backoff=0.0, max_backoff=0.0)
-    api = BatchClient(f"http://127.0.0.1:{port}/v1", "sk-x", retry=policy, timeout=0.2)
-    try:
-        async with contextlib.aclosing(api.file_records("file-9")) as stream:
-            got = [record async for record in stream]
-    finally:
-        await api.aclose()
-        await runner.cleanup()
+    async with app_served(app) as root:
+        api = BatchClient(root, "sk-x", retry=policy, timeout=0.2)
+        try:
+            async with contextlib.aclosing(api.file_records("file-9")) as stream:
+                got = [record async for record in stream]
+        finally:
+            await api.aclose()
     assert got == records
     assert api.calls == 1

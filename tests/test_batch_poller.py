@@ -15,6 +15,7 @@ from tests.batch_sim import (
     run_job,
     simulator,
 )
+from tests.polling import wait_until
 from tests.test_batch_resume import (
     EMBEDDINGS,
     HELD,
@@ -22,7 +23,6 @@ from tests.test_batch_resume import (
     start_journal,
     time_passing,
     upload_lines,
-    wait_until,
 )
 from throttle.batch_admin import cancel_open_batches
 from throttle.batch_client import BatchClient

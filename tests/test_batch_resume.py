@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,8 @@ import pytest
 from aiohttp import web
 
 from tests.batch_sim import FAST_OPTIONS, KEY, MODEL, simulator
+from tests.polling import wait_until
+from tests.scripted_server import app_served
 from throttle.batch_admin import batch_status, cancel_open_batches
 from throttle.batch_client import BatchClient
 from throttle.batch_executor import BatchExecutor
@@ -34,13 +36,6 @@ def executor(sim: SimulatedAPI, journal: Path, **options: Any) -> BatchExecutor:
     """A batch executor for ``sim``'s embeddings, polling fast."""
     batch = dataclasses.replace(FAST_OPTIONS, **options)
     return BatchExecutor(sim.base_url, KEY, batch, journal=journal, endpoint=EMBEDDINGS)
-
-
-async def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Wait (in real time) until ``condition`` holds."""
-    async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110 - the executor's counters have no event
-            await asyncio.sleep(0.002)
 
 
 @contextlib.asynccontextmanager
@@ -230,15 +225,10 @@ async def losing_one_answer(
 
     app = web.Application(client_max_size=1 << 26)
     app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}/v1"
+        async with app_served(app) as root:
+            yield root
     finally:
-        await runner.cleanup()
         await session.close()
     assert dropped == [lost]
 

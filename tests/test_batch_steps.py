@@ -5,7 +5,8 @@ import dataclasses
 from pathlib import Path
 
 from tests.batch_sim import FAST_OPTIONS, KEY, MODEL, simulator
-from tests.test_batch_resume import HELD, time_passing, wait_until
+from tests.polling import wait_until
+from tests.test_batch_resume import HELD, time_passing
 from throttle.batch_client import BatchClient
 from throttle.batch_executor import BatchExecutor
 from throttle.batch_journal import BatchJournal, read_journal, to_ranges

@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.batch_sim import FAST_OPTIONS, KEY, embedding_job, results_by_index, simulator
+from tests.scripted_server import app_served
 from throttle.batch_executor import BatchExecutor
 from throttle.batch_journal import journal_path_for
 from throttle.run_options import RunOptions
@@ -42,15 +43,10 @@ async def slow_downloads(upstream: str, bytes_per_second: int) -> AsyncIterator[
 
     app = web.Application(client_max_size=1 << 26)
     app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}/v1"
+        async with app_served(app) as root:
+            yield root
     finally:
-        await runner.cleanup()
         await session.close()
 
 
